@@ -1,0 +1,101 @@
+//! Criterion benchmarks for every stage of the query path on W10k.
+//!
+//! `cargo xtask bench` runs them and prints queries/s per stage and the
+//! rerank's GFLOP/s per SIMD level; `cargo bench -p lemur-bench` works too.
+//! Throughput is declared per benchmark: queries for the stages, FLOP
+//! (2 q n d per candidate) for the rerank.
+
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use lemur::topk::top_k_rows;
+use lemur::{Isa, SearchParams};
+use lemur_bench::{QUERY_TOKENS, pool, workload};
+
+const N_DOCS: usize = 10_000;
+const BATCH: usize = 1000;
+const PARAMS: SearchParams = SearchParams {
+    k: 10,
+    n_candidates: 200,
+};
+const THREADS: [usize; 2] = [1, 2];
+
+fn stages(c: &mut Criterion) {
+    let w = workload(N_DOCS, BATCH);
+    let (index, queries) = (&w.index, &w.queries);
+    let features = index.query_features(queries);
+    let candidates = index.candidates(&features, PARAMS.n_candidates);
+    let dim = index.dim();
+    let candidate_tokens: usize = candidates
+        .iter()
+        .flatten()
+        .map(|&d| index.corpus().token_count(d as usize))
+        .sum();
+    let rerank_flop = 2 * QUERY_TOKENS * candidate_tokens * dim;
+
+    for threads in THREADS {
+        let pool = pool(threads);
+        let mut group = c.benchmark_group("features");
+        group.throughput(Throughput::Elements(BATCH as u64));
+        group.bench_function(BenchmarkId::new("batch1000", format!("{threads}t")), |b| {
+            b.iter(|| pool.install(|| index.query_features(queries)))
+        });
+        group.finish();
+
+        let mut group = c.benchmark_group("score_topk");
+        group.throughput(Throughput::Elements(BATCH as u64));
+        group.bench_function(BenchmarkId::new("fused_k200", format!("{threads}t")), |b| {
+            b.iter(|| pool.install(|| index.candidates(&features, PARAMS.n_candidates)))
+        });
+        group.finish();
+
+        let mut group = c.benchmark_group("rerank");
+        group.throughput(Throughput::Elements(rerank_flop as u64));
+        for isa in Isa::available() {
+            let index = index.clone().with_isa(isa);
+            group.bench_function(
+                BenchmarkId::new(isa.level().name(), format!("{threads}t")),
+                |b| b.iter(|| pool.install(|| index.rerank(queries, &candidates, PARAMS.k))),
+            );
+        }
+        group.finish();
+
+        let mut group = c.benchmark_group("search");
+        group.throughput(Throughput::Elements(BATCH as u64));
+        group.bench_function(BenchmarkId::new("batch1000", format!("{threads}t")), |b| {
+            b.iter(|| pool.install(|| index.search_batch(queries, PARAMS).expect("valid queries")))
+        });
+        group.throughput(Throughput::Elements(1));
+        let mut next = 0;
+        group.bench_function(BenchmarkId::new("one_query", format!("{threads}t")), |b| {
+            b.iter(|| {
+                next = (next + 1) % BATCH;
+                pool.install(|| {
+                    index
+                        .search_one(queries.get(next), PARAMS)
+                        .expect("valid query")
+                })
+            })
+        });
+        group.finish();
+    }
+
+    // Top-k alone, on a materialised [100, 10k] score matrix.
+    let scores = index.approximate_scores(&features[..100 * index.feature_dim()]);
+    let mut group = c.benchmark_group("topk");
+    group.throughput(Throughput::Elements(100));
+    group.bench_function(BenchmarkId::new("k200_of_10k", "1t"), |b| {
+        b.iter(|| top_k_rows(&scores, N_DOCS, PARAMS.n_candidates))
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    targets = stages
+}
+criterion_main!(benches);

@@ -1,0 +1,38 @@
+//! Files in, validated LEMUR types out.
+//!
+//! This is the only crate that reads files, and it builds every value
+//! through the compute crates' validating constructors, so nothing loaded
+//! from disk can break an invariant:
+//!
+//! - [`load_npz`] reads the LEMUR-NumPy `.npz` export of the original
+//!   (PyTorch) LEMUR: the feature-map blocks and the document weights `W`;
+//!   [`save_npz`] writes the same layout.
+//! - [`load_multivectors`] reads a ragged corpus or query batch stored as
+//!   `tokens.npy` (`[N_tok, d]` float32) plus `counts.npy` (`[m]`, any of
+//!   int32/int64/uint32/uint64); [`save_multivectors`] writes one.
+//!
+//! Every error is a [`LoadError`] naming the file and, for arrays, the key,
+//! with the expected and found shape or dtype. Writes are atomic (temporary
+//! file, fsync, rename).
+//!
+//! # Example
+//!
+//! ```no_run
+//! use lemur_io::{NpzOptions, load_multivectors, load_npz};
+//!
+//! let model = load_npz("model.npz", NpzOptions::default())?;
+//! let corpus = load_multivectors("tokens.npy", "counts.npy")?;
+//! assert_eq!(model.feature_map.input_dim(), corpus.dim());
+//! # Ok::<(), lemur_io::LoadError>(())
+//! ```
+
+mod array;
+mod corpus;
+mod error;
+mod npz;
+mod write;
+
+pub use corpus::{load_multivectors, save_multivectors, write_npy};
+pub use error::{LoadError, LoadErrorKind};
+pub use npz::{ExportedModel, NpzOptions, TargetNorm, load_npz, save_npz};
+pub use write::write_atomically;

@@ -1,0 +1,220 @@
+//! The MaxSim kernel: one generic pulp body for every SIMD level.
+//!
+//! ```text
+//! MaxSim(X, C) = sum_i max_j <x_i, c_j>
+//!
+//! pack X once per query: Xt[k][i] = x_i[k], i padded to a multiple of 16
+//! for each block of G query-lane vectors (G * lanes query tokens):
+//!     best[g] = -inf
+//!     for each block of R document tokens c_0..c_R:
+//!         acc[r][g] = 0
+//!         for k in 0..dim:                    // R * G independent FMA chains
+//!             acc[r][g] += broadcast(c_r[k]) * Xt[k][g]
+//!         best[g] = max(best[g], acc[r][g])
+//!     total += best[..] in query-token order
+//! ```
+//!
+//! Each lane accumulates one dot product sequentially over `k`, so every
+//! level sums in the same order; only fused (FMA) versus separate rounding
+//! differs between the scalar level and the vector ones.
+
+use pulp::{Simd, WithSimd};
+
+/// Query tokens are padded to a multiple of this many lanes: the widest
+/// vector (AVX-512, 16 f32), so one packing serves every level.
+pub(crate) const PAD_LANES: usize = 16;
+
+/// A query's tokens transposed to `[dim][padded]` and zero-padded, ready for
+/// the kernel. Pack once per query, then score any number of documents.
+#[derive(Debug, Clone, Default)]
+pub struct PackedQuery {
+    transposed: Vec<f32>,
+    dim: usize,
+    n_tokens: usize,
+    padded: usize,
+}
+
+impl PackedQuery {
+    /// Packs `query`, a row-major `[n_tokens, dim]` token matrix.
+    ///
+    /// # Panics
+    ///
+    /// If `dim == 0`, `query` is empty or not a multiple of `dim` long.
+    #[track_caller]
+    pub fn new(query: &[f32], dim: usize) -> Self {
+        let mut packed = PackedQuery::default();
+        packed.repack(query, dim);
+        packed
+    }
+
+    /// Packs another query into the same buffer (no allocation once the
+    /// buffer is large enough).
+    ///
+    /// # Panics
+    ///
+    /// As [`PackedQuery::new`].
+    #[track_caller]
+    pub fn repack(&mut self, query: &[f32], dim: usize) {
+        assert!(dim >= 1, "dim must be at least 1");
+        assert!(
+            !query.is_empty() && query.len().is_multiple_of(dim),
+            "query must be a non-empty [n_tokens, dim] matrix"
+        );
+        let n_tokens = query.len() / dim;
+        let padded = n_tokens.div_ceil(PAD_LANES) * PAD_LANES;
+        self.transposed.clear();
+        self.transposed.resize(dim * padded, 0.0);
+        for (i, token) in query.chunks_exact(dim).enumerate() {
+            for (k, &value) in token.iter().enumerate() {
+                self.transposed[k * padded + i] = value;
+            }
+        }
+        self.dim = dim;
+        self.n_tokens = n_tokens;
+        self.padded = padded;
+    }
+
+    /// Token width.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Number of query tokens.
+    pub fn n_tokens(&self) -> usize {
+        self.n_tokens
+    }
+}
+
+/// One MaxSim evaluation as a pulp operation.
+pub(crate) struct MaxSimOp<'a> {
+    pub(crate) query: &'a PackedQuery,
+    pub(crate) doc: &'a [f32],
+    /// When present, receives each query token's maximum (`[q]`).
+    pub(crate) maxima: Option<&'a mut [f32]>,
+}
+
+impl WithSimd for MaxSimOp<'_> {
+    type Output = f32;
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> f32 {
+        let query = self.query;
+        let mut maxima = self.maxima;
+        let lanes = S::F32_LANES;
+        // Vectors per transposed row, and the vectors that hold real tokens.
+        let row_vectors = query.padded / lanes;
+        let used_vectors = query.n_tokens.div_ceil(lanes);
+        let (xt, _) = S::as_simd_f32s(&query.transposed);
+        let scan = Scan {
+            xt,
+            row_vectors,
+            query,
+            doc: self.doc,
+        };
+        let mut total = 0.0f32;
+        let mut g0 = 0;
+        while g0 < used_vectors {
+            let step = match used_vectors - g0 {
+                1 => query_block::<S, 1, 8>(simd, &scan, g0, &mut total, maxima.as_deref_mut()),
+                2 => query_block::<S, 2, 6>(simd, &scan, g0, &mut total, maxima.as_deref_mut()),
+                3 => query_block::<S, 3, 4>(simd, &scan, g0, &mut total, maxima.as_deref_mut()),
+                _ => query_block::<S, 4, 3>(simd, &scan, g0, &mut total, maxima.as_deref_mut()),
+            };
+            g0 += step;
+        }
+        total
+    }
+}
+
+/// What one MaxSim evaluation scans: the packed query as vectors, and the
+/// document.
+struct Scan<'a, S: Simd> {
+    xt: &'a [S::f32s],
+    row_vectors: usize,
+    query: &'a PackedQuery,
+    doc: &'a [f32],
+}
+
+impl<S: Simd> Clone for Scan<'_, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S: Simd> Copy for Scan<'_, S> {}
+
+/// Scores `G` query vectors against every document token (in blocks of `R`
+/// tokens, then one at a time for the tail) and adds their maxima to
+/// `total` in query-token order (and to `maxima`, when given). Returns `G`.
+#[inline(always)]
+fn query_block<S: Simd, const G: usize, const R: usize>(
+    simd: S,
+    scan: &Scan<'_, S>,
+    g0: usize,
+    total: &mut f32,
+    maxima: Option<&mut [f32]>,
+) -> usize {
+    let Scan {
+        xt,
+        row_vectors,
+        query,
+        doc,
+    } = *scan;
+    let dim = query.dim;
+    let mut best = [simd.splat_f32s(f32::NEG_INFINITY); G];
+    let mut blocks = doc.chunks_exact(R * dim);
+    for block in &mut blocks {
+        token_block::<S, G, R>(simd, xt, row_vectors, g0, block, dim, &mut best);
+    }
+    for token in blocks.remainder().chunks_exact(dim) {
+        token_block::<S, G, 1>(simd, xt, row_vectors, g0, token, dim, &mut best);
+    }
+
+    // Spill the maxima and add the real tokens' ones in order, so the sum is
+    // the same at every level (padding lanes hold 0 and are skipped anyway).
+    let mut lanes_out = [0.0f32; 4 * PAD_LANES];
+    let lanes = S::F32_LANES;
+    {
+        let (out, _) = S::as_mut_simd_f32s(&mut lanes_out[..G * lanes]);
+        out.copy_from_slice(&best);
+    }
+    let first_token = g0 * lanes;
+    let real = (query.n_tokens - first_token).min(G * lanes);
+    for &value in &lanes_out[..real] {
+        *total += value;
+    }
+    if let Some(maxima) = maxima {
+        maxima[first_token..first_token + real].copy_from_slice(&lanes_out[..real]);
+    }
+    G
+}
+
+/// `R` document tokens against `G` query vectors: `R * G` independent
+/// accumulators so the FMA units, not their latency, set the pace.
+#[inline(always)]
+fn token_block<S: Simd, const G: usize, const R: usize>(
+    simd: S,
+    xt: &[S::f32s],
+    row_vectors: usize,
+    g0: usize,
+    tokens: &[f32],
+    dim: usize,
+    best: &mut [S::f32s; G],
+) {
+    let rows: [&[f32]; R] = core::array::from_fn(|r| &tokens[r * dim..(r + 1) * dim]);
+    let mut acc = [[simd.splat_f32s(0.0); G]; R];
+    for k in 0..dim {
+        let x = &xt[k * row_vectors + g0..][..G];
+        for r in 0..R {
+            let c = simd.splat_f32s(rows[r][k]);
+            for g in 0..G {
+                acc[r][g] = simd.mul_add_e_f32s(c, x[g], acc[r][g]);
+            }
+        }
+    }
+    for row in &acc {
+        for g in 0..G {
+            best[g] = simd.max_f32s(best[g], row[g]);
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Ragged sets of token vectors: the corpus and query storage format.
+
+use thiserror::Error;
+
+/// Why a ragged token set was rejected.
+#[derive(Debug, Clone, PartialEq, Error)]
+#[non_exhaustive]
+pub enum MultiVectorError {
+    /// The token width was 0.
+    #[error("token width (dim) must be at least 1")]
+    ZeroDim,
+    /// The flat token buffer is not a whole number of `dim`-wide rows.
+    #[error("{len} token values are not a whole number of rows of width {dim}")]
+    RaggedRows {
+        /// Length of the flat buffer.
+        len: usize,
+        /// The token width.
+        dim: usize,
+    },
+    /// The per-set counts do not add up to the number of token rows.
+    #[error("counts add up to {sum} tokens but there are {rows} token rows")]
+    CountsMismatch {
+        /// Sum of the counts.
+        sum: u128,
+        /// Rows in the token matrix.
+        rows: usize,
+    },
+    /// A set (document or query) has no tokens.
+    #[error("set {index} has 0 tokens; every document and query needs at least one")]
+    EmptySet {
+        /// Position of the empty set.
+        index: usize,
+    },
+    /// A token value is NaN or infinite.
+    #[error("token row {row}, column {col} is {value} (not finite)")]
+    NonFinite {
+        /// Token row.
+        row: usize,
+        /// Column within the row.
+        col: usize,
+        /// The offending value.
+        value: f32,
+    },
+    /// More sets than a `u32` id can name.
+    #[error("{count} sets exceed the u32 id space")]
+    TooManySets {
+        /// Number of sets.
+        count: usize,
+    },
+}
+
+/// A validated ragged collection of token-vector sets (documents or queries).
+///
+/// Storage is one flat row-major `[n_tokens, dim]` buffer plus `usize`
+/// offsets (never `i32`: corpora past 2^31 tokens are fine). The buffer type
+/// is generic so the same validated view works over a `Vec<f32>`, a borrowed
+/// slice or a memory map.
+///
+/// Invariants, checked once by [`MultiVectors::new`]: `dim >= 1`; the buffer
+/// is `n_tokens * dim` long; every set has at least one token; every value
+/// is finite; there are at most `u32::MAX` sets.
+#[derive(Debug, Clone)]
+pub struct MultiVectors<T = Vec<f32>> {
+    tokens: T,
+    dim: usize,
+    offsets: Vec<usize>,
+}
+
+impl<T: AsRef<[f32]>> MultiVectors<T> {
+    /// Validates `tokens` (`[sum(counts), dim]`, row-major) and `counts`
+    /// (tokens per set, in order).
+    pub fn new(tokens: T, dim: usize, counts: &[usize]) -> Result<Self, MultiVectorError> {
+        if dim == 0 {
+            return Err(MultiVectorError::ZeroDim);
+        }
+        let values = tokens.as_ref();
+        if !values.len().is_multiple_of(dim) {
+            return Err(MultiVectorError::RaggedRows {
+                len: values.len(),
+                dim,
+            });
+        }
+        let rows = values.len() / dim;
+        let sum: u128 = counts.iter().map(|&c| c as u128).sum();
+        if sum != rows as u128 {
+            return Err(MultiVectorError::CountsMismatch { sum, rows });
+        }
+        if counts.len() > u32::MAX as usize {
+            return Err(MultiVectorError::TooManySets {
+                count: counts.len(),
+            });
+        }
+        if let Some(index) = counts.iter().position(|&c| c == 0) {
+            return Err(MultiVectorError::EmptySet { index });
+        }
+        if let Some(pos) = values.iter().position(|v| !v.is_finite()) {
+            return Err(MultiVectorError::NonFinite {
+                row: pos / dim,
+                col: pos % dim,
+                value: values[pos],
+            });
+        }
+        let mut offsets = Vec::with_capacity(counts.len() + 1);
+        let mut end = 0usize;
+        offsets.push(0);
+        for &count in counts {
+            end += count;
+            offsets.push(end);
+        }
+        Ok(Self {
+            tokens,
+            dim,
+            offsets,
+        })
+    }
+
+    /// Number of sets (documents or queries).
+    pub fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// Whether there are no sets.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Token width.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Total token rows over all sets.
+    pub fn n_tokens(&self) -> usize {
+        self.offsets[self.len()]
+    }
+
+    /// The flat `[n_tokens, dim]` buffer.
+    pub fn tokens(&self) -> &[f32] {
+        self.tokens.as_ref()
+    }
+
+    /// Token-row offsets, `len() + 1` long: set `i` is rows
+    /// `offsets[i]..offsets[i + 1]`.
+    pub fn offsets(&self) -> &[usize] {
+        &self.offsets
+    }
+
+    /// Number of tokens in set `i`.
+    ///
+    /// # Panics
+    ///
+    /// If `i >= len()`.
+    #[track_caller]
+    pub fn token_count(&self, i: usize) -> usize {
+        self.offsets[i + 1] - self.offsets[i]
+    }
+
+    /// Set `i` as a flat `[token_count(i), dim]` slice.
+    ///
+    /// # Panics
+    ///
+    /// If `i >= len()`.
+    #[track_caller]
+    #[inline]
+    pub fn get(&self, i: usize) -> &[f32] {
+        let (start, end) = (self.offsets[i], self.offsets[i + 1]);
+        &self.tokens.as_ref()[start * self.dim..end * self.dim]
+    }
+
+    /// Tokens per set, in order.
+    pub fn counts(&self) -> impl ExactSizeIterator<Item = usize> + '_ {
+        self.offsets.windows(2).map(|w| w[1] - w[0])
+    }
+
+    /// The underlying buffer, giving up the validated view.
+    pub fn into_tokens(self) -> T {
+        self.tokens
+    }
+}

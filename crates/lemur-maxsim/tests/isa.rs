@@ -1,0 +1,251 @@
+//! Every SIMD level against the naive f64 oracle.
+//!
+//! `cargo xtask test-isa` runs this file once per level with `LEMUR_ISA`
+//! set to that level's name; without it every available level runs. Each
+//! test prints `lemur-isa-ran: <level>` for the levels it exercised, and
+//! fails if `LEMUR_REQUIRE_ISA` names a level this CPU or build lacks.
+
+use lemur_maxsim::{Isa, Level, MultiVectors, PackedQuery, Reranker, maxsim, maxsim_packed, naive};
+use proptest::prelude::*;
+
+/// The levels under test, with their labels.
+fn levels() -> Vec<Isa> {
+    let selected: Option<Vec<Level>> = std::env::var("LEMUR_ISA").ok().map(|names| {
+        names
+            .split(',')
+            .filter(|n| !n.trim().is_empty())
+            .map(|n| {
+                Level::from_name(n).unwrap_or_else(|| panic!("unknown level {n:?} in LEMUR_ISA"))
+            })
+            .collect()
+    });
+    if let Ok(required) = std::env::var("LEMUR_REQUIRE_ISA") {
+        for name in required.split(',').filter(|n| !n.trim().is_empty()) {
+            let level = Level::from_name(name)
+                .unwrap_or_else(|| panic!("unknown level {name:?} in LEMUR_REQUIRE_ISA"));
+            assert!(
+                Isa::new(level).is_some(),
+                "LEMUR_REQUIRE_ISA requires {level}, which this CPU or build does not support"
+            );
+        }
+    }
+    let isas: Vec<Isa> = Isa::available()
+        .into_iter()
+        .filter(|isa| selected.as_ref().is_none_or(|s| s.contains(&isa.level())))
+        .collect();
+    if let Some(selected) = &selected {
+        for level in selected {
+            assert!(
+                isas.iter().any(|isa| isa.level() == *level),
+                "LEMUR_ISA selects {level}, which is not available here"
+            );
+        }
+    }
+    assert!(!isas.is_empty(), "no level selected");
+    isas
+}
+
+fn report(test: &str, isas: &[Isa]) {
+    for isa in isas {
+        println!("lemur-isa-ran: {} ({test})", isa.level());
+    }
+}
+
+/// A tiny deterministic generator so failures replay from the seed alone.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Small integers divided by 4: every product and sum is exact in f32.
+    fn dyadic(&mut self) -> f32 {
+        ((self.next() % 9) as i32 - 4) as f32 / 4.0
+    }
+    /// Approximately standard normal (Irwin-Hall with 12 uniforms).
+    fn normal(&mut self) -> f32 {
+        (0..12)
+            .map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32)
+            .sum::<f32>()
+            - 6.0
+    }
+}
+
+const DIMS: [usize; 14] = [1, 7, 8, 15, 16, 17, 31, 32, 33, 64, 96, 128, 129, 256];
+
+fn check_dyadic(
+    isas: &[Isa],
+    dim: usize,
+    q: usize,
+    n: usize,
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let mut rng = Rng(seed);
+    let query: Vec<f32> = (0..q * dim).map(|_| rng.dyadic()).collect();
+    let doc: Vec<f32> = (0..n * dim).map(|_| rng.dyadic()).collect();
+    let want = naive::maxsim(&query, &doc, dim);
+    for &isa in isas {
+        let got = maxsim(isa, &query, &doc, dim);
+        prop_assert_eq!(
+            got.to_bits(),
+            want.to_bits(),
+            "level={} dim={} q={} n={}: {} vs {}",
+            isa.level(),
+            dim,
+            q,
+            n,
+            got,
+            want
+        );
+    }
+    Ok(())
+}
+
+fn check_normal(
+    isas: &[Isa],
+    dim: usize,
+    q: usize,
+    n: usize,
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let mut rng = Rng(seed);
+    let query: Vec<f32> = (0..q * dim).map(|_| rng.normal()).collect();
+    let doc: Vec<f32> = (0..n * dim).map(|_| rng.normal()).collect();
+    let want = naive::maxsim(&query, &doc, dim);
+    // Relative to the sum of magnitudes of the per-token maxima, so a total
+    // that cancels to near zero does not demand impossible precision.
+    let scale: f64 = query
+        .chunks_exact(dim)
+        .map(|x| {
+            doc.chunks_exact(dim)
+                .map(|c| naive::dot(x, c))
+                .fold(f64::NEG_INFINITY, f64::max)
+                .abs()
+        })
+        .sum::<f64>()
+        .max(1e-30);
+    for &isa in isas {
+        let got = maxsim(isa, &query, &doc, dim);
+        let err = (got as f64 - want as f64).abs() / scale;
+        prop_assert!(
+            err <= 1e-5,
+            "level={} dim={} q={} n={}: {} vs {} (rel {})",
+            isa.level(),
+            dim,
+            q,
+            n,
+            got,
+            want,
+            err
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn every_dim_small_shapes_exact() {
+    let isas = levels();
+    for dim in DIMS {
+        for q in [1, 2, 3, 15, 16, 17, 32, 33, 48, 64, 65] {
+            for n in [1, 2, 5, 6, 7, 13] {
+                check_dyadic(&isas, dim, q, n, (dim * 1000 + q * 10 + n) as u64).unwrap();
+            }
+        }
+    }
+    report("every_dim_small_shapes_exact", &isas);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn dyadic_inputs_are_bit_exact(dim_index in 0..DIMS.len(), q in 1usize..=300, n in 1usize..=300, seed in any::<u64>()) {
+        check_dyadic(&levels(), DIMS[dim_index], q, n, seed)?;
+    }
+
+    #[test]
+    fn normal_inputs_within_1e5(dim_index in 0..DIMS.len(), q in 1usize..=300, n in 1usize..=300, seed in any::<u64>()) {
+        check_normal(&levels(), DIMS[dim_index], q, n, seed)?;
+    }
+}
+
+#[test]
+fn proptests_covered_every_level() {
+    // The proptest macros cannot print per level, so this test names the
+    // levels the suite ran at (the same `levels()` the properties use).
+    report("proptests", &levels());
+}
+
+#[test]
+fn negative_scores_and_single_tokens() {
+    let isas = levels();
+    // All dot products negative: the max must not be clamped at 0 by padding.
+    let query = [-1.0f32, -2.0, -3.0];
+    let doc = [1.0f32, 1.0, 1.0, 2.0, 2.0, 2.0];
+    for &isa in &isas {
+        assert_eq!(maxsim(isa, &query, &doc, 3), -6.0, "level={}", isa.level());
+    }
+    report("negative_scores_and_single_tokens", &isas);
+}
+
+#[test]
+fn packed_query_is_reusable_and_rerank_orders_by_score_then_id() {
+    let isas = levels();
+    let dim = 5;
+    let mut rng = Rng(7);
+    let counts = [3usize, 1, 4, 1, 5, 9, 2, 6];
+    let tokens: Vec<f32> = (0..counts.iter().sum::<usize>() * dim)
+        .map(|_| rng.dyadic())
+        .collect();
+    // Document 8 duplicates document 2 so their scores tie exactly.
+    let mut tokens = tokens;
+    let dup: Vec<f32> = tokens[8 * dim..12 * dim].to_vec();
+    tokens.extend_from_slice(&dup);
+    let counts: Vec<usize> = counts.iter().copied().chain([4]).collect();
+    let corpus = MultiVectors::new(tokens, dim, &counts).unwrap();
+    let query: Vec<f32> = (0..4 * dim).map(|_| rng.dyadic()).collect();
+    let packed = PackedQuery::new(&query, dim);
+    for &isa in &isas {
+        let mut want: Vec<(u32, f32)> = (0..corpus.len())
+            .map(|j| (j as u32, naive::maxsim(&query, corpus.get(j), dim)))
+            .collect();
+        for &(j, score) in &want {
+            assert_eq!(maxsim_packed(isa, &packed, corpus.get(j as usize)), score);
+        }
+        want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let candidates: Vec<u32> = (0..corpus.len() as u32).rev().collect();
+        let got = Reranker::new(isa).rerank(&query, &corpus, &candidates, 5);
+        let got: Vec<(u32, f32)> = got.iter().map(|h| (h.id, h.score)).collect();
+        assert_eq!(got, want[..5].to_vec(), "level={}", isa.level());
+    }
+    report(
+        "packed_query_is_reusable_and_rerank_orders_by_score_then_id",
+        &isas,
+    );
+}
+
+#[test]
+fn token_maxima_match_naive_per_token() {
+    let isas = levels();
+    let mut rng = Rng(11);
+    for (dim, q, n) in [(1, 1, 1), (7, 70, 9), (128, 33, 100), (33, 300, 3)] {
+        let query: Vec<f32> = (0..q * dim).map(|_| rng.dyadic()).collect();
+        let doc: Vec<f32> = (0..n * dim).map(|_| rng.dyadic()).collect();
+        let packed = PackedQuery::new(&query, dim);
+        let want: Vec<f32> = query
+            .chunks_exact(dim)
+            .map(|x| naive::maxsim(x, &doc, dim))
+            .collect();
+        for &isa in &isas {
+            let mut got = vec![f32::NAN; q];
+            let total = lemur_maxsim::token_maxima(isa, &packed, &doc, &mut got);
+            assert_eq!(got, want, "level={} dim={dim} q={q} n={n}", isa.level());
+            assert_eq!(total, naive::maxsim(&query, &doc, dim));
+        }
+    }
+    report("token_maxima_match_naive_per_token", &isas);
+}

@@ -1,0 +1,189 @@
+//! The index: a feature map, the document weights and the corpus tokens.
+
+use std::path::Path;
+
+use lemur_io::{NpzOptions, TargetNorm, load_multivectors, load_npz};
+use lemur_maxsim::{Isa, MultiVectors};
+use lemur_mlp::FeatureMap;
+
+use crate::error::{IndexError, SearchError};
+use crate::weights::DocWeights;
+
+/// How many results and candidates a search returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchParams {
+    /// Results per query (`k`). `0` returns empty lists.
+    pub k: usize,
+    /// Candidates per query taken from the approximate scores and reranked
+    /// exactly (`k'`). Must be at least `k`; clamped to the corpus size.
+    pub n_candidates: usize,
+}
+
+impl Default for SearchParams {
+    /// The original's defaults: `k = 10`, `k' = 200`.
+    fn default() -> Self {
+        SearchParams {
+            k: 10,
+            n_candidates: 200,
+        }
+    }
+}
+
+/// One search result: a document (its position in the corpus) and its
+/// exact MaxSim score.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hit {
+    /// Document index, 0-based, in corpus order.
+    pub doc: u32,
+    /// Exact MaxSim of the query against the document.
+    pub score: f32,
+}
+
+/// A searchable LEMUR index.
+///
+/// Invariants (checked by [`Index::new`]): the feature map takes tokens as
+/// wide as the corpus's; `W` has one row per corpus document and is as wide
+/// as the feature map's output; every number is finite; every document has
+/// at least one token.
+#[derive(Debug, Clone)]
+pub struct Index<T = Vec<f32>> {
+    pub(crate) feature_map: FeatureMap,
+    pub(crate) weights: DocWeights,
+    pub(crate) corpus: MultiVectors<T>,
+    pub(crate) target_norm: Option<TargetNorm>,
+    pub(crate) isa: Isa,
+}
+
+impl<T: AsRef<[f32]> + Sync> Index<T> {
+    /// Assembles an index from validated parts.
+    pub fn new(
+        feature_map: FeatureMap,
+        weights: DocWeights,
+        corpus: MultiVectors<T>,
+    ) -> Result<Self, IndexError> {
+        if feature_map.input_dim() != corpus.dim() {
+            return Err(IndexError::DimMismatch {
+                model_dim: feature_map.input_dim(),
+                corpus_dim: corpus.dim(),
+            });
+        }
+        if weights.width() != feature_map.output_dim() {
+            return Err(IndexError::WeightWidth {
+                weight_width: weights.width(),
+                feature_dim: feature_map.output_dim(),
+            });
+        }
+        if weights.n_docs() != corpus.len() {
+            return Err(IndexError::WeightRows {
+                weight_rows: weights.n_docs(),
+                n_docs: corpus.len(),
+            });
+        }
+        Ok(Index {
+            feature_map,
+            weights,
+            corpus,
+            target_norm: None,
+            isa: Isa::detect(),
+        })
+    }
+
+    /// Runs the MaxSim kernels at `isa` instead of the best level detected
+    /// (for benchmarks and cross-level tests).
+    pub fn with_isa(mut self, isa: Isa) -> Self {
+        self.isa = isa;
+        self
+    }
+
+    /// The SIMD level the rerank runs at.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Number of documents.
+    pub fn len(&self) -> usize {
+        self.corpus.len()
+    }
+
+    /// Whether the index has no documents (never true for a valid index:
+    /// kept for API symmetry).
+    pub fn is_empty(&self) -> bool {
+        self.corpus.is_empty()
+    }
+
+    /// Token width `d`.
+    pub fn dim(&self) -> usize {
+        self.corpus.dim()
+    }
+
+    /// Feature width `h`.
+    pub fn feature_dim(&self) -> usize {
+        self.feature_map.output_dim()
+    }
+
+    /// The feature map `psi`.
+    pub fn feature_map(&self) -> &FeatureMap {
+        &self.feature_map
+    }
+
+    /// The document weights `W`.
+    pub fn weights(&self) -> &DocWeights {
+        &self.weights
+    }
+
+    /// The corpus tokens.
+    pub fn corpus(&self) -> &MultiVectors<T> {
+        &self.corpus
+    }
+
+    /// The training-target normalisation, when known (needed to add
+    /// documents to an index later).
+    pub fn target_norm(&self) -> Option<TargetNorm> {
+        self.target_norm
+    }
+
+    /// Checks a flat query batch (`[n_tokens, d]` row-major, `d` the
+    /// index's width) and wraps it in a validated view (no copy).
+    pub fn queries<'q>(
+        &self,
+        query_tokens: &'q [f32],
+        query_counts: &[usize],
+    ) -> Result<MultiVectors<&'q [f32]>, SearchError> {
+        let dim = self.dim();
+        Ok(MultiVectors::new(query_tokens, dim, query_counts)?)
+    }
+
+    pub(crate) fn check_queries<Q: AsRef<[f32]>>(
+        &self,
+        queries: &MultiVectors<Q>,
+    ) -> Result<(), SearchError> {
+        if queries.dim() != self.dim() {
+            return Err(SearchError::DimMismatch {
+                expected: self.dim(),
+                found: queries.dim(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Index<Vec<f32>> {
+    /// Loads a LEMUR-NumPy `.npz` export and the corpus it was built on
+    /// (`tokens.npy` `[N_tok, d]` + `counts.npy` `[m]`).
+    pub fn from_files(
+        npz: impl AsRef<Path>,
+        tokens: impl AsRef<Path>,
+        counts: impl AsRef<Path>,
+    ) -> Result<Self, IndexError> {
+        let model = load_npz(npz, NpzOptions::default())?;
+        let corpus = load_multivectors(tokens, counts)?;
+        let weights = DocWeights::new(
+            model.doc_weights,
+            model.n_docs,
+            model.feature_map.output_dim(),
+        )?;
+        let mut index = Index::new(model.feature_map, weights, corpus)?;
+        index.target_norm = model.target_norm;
+        Ok(index)
+    }
+}

@@ -1,0 +1,76 @@
+//! Late-interaction (ColBERT-style) multi-vector retrieval with LEMUR, in
+//! pure Rust on the CPU.
+//!
+//! A query and a document are sets of token vectors; their relevance is
+//! `MaxSim(X, C) = sum over query tokens of the best dot product with a
+//! document token`. Scoring every document that way is too slow for a
+//! large corpus, so LEMUR learns a feature map `psi` and one weight row
+//! `w_j` per document such that `MaxSim(X, C_j) ~ <w_j, sum_x psi(x)>`.
+//! A search then takes four steps, all here:
+//!
+//! 1. query features `f = sum_x psi(x) / 32` (one GEMM for a whole batch);
+//! 2. approximate scores `f W^T` (blocked GEMMs);
+//! 3. the `k'` best candidates (fused into step 2, linear-time selection);
+//! 4. exact MaxSim of the query against each candidate (SIMD, dispatched at
+//!    run time) and the `k` best of those.
+//!
+//! [`Index`] holds the feature map, `W` and the corpus tokens. It is built
+//! from in-memory parts ([`Index::new`]), from the original LEMUR's
+//! LEMUR-NumPy export ([`Index::from_files`]), or by fitting `W` in Rust
+//! ([`WeightSolver`]). Threads: every stage runs on the current rayon pool,
+//! so `pool.install(|| index.search(..))` picks the thread count.
+//!
+//! The building blocks are separate crates, re-exported here:
+//! [`topk`], [`maxsim`], [`mlp`] and [`io`].
+//!
+//! # Example
+//!
+//! ```
+//! use lemur::{DocWeights, Index, SearchParams, TargetNorm, WeightSolver, synthetic};
+//!
+//! // A small synthetic corpus and a random-feature map.
+//! let mut spec = synthetic::CorpusSpec::colbert_10k();
+//! spec.n_docs = 200;
+//! spec.dim = 32;
+//! let data = synthetic::corpus(&spec);
+//! let psi = synthetic::random_features(32, 256, 7);
+//!
+//! // Fit W by least squares on a token sample.
+//! let sample = data.sample_tokens(1024, 1);
+//! let norm = WeightSolver::estimate_norm(&sample, &data.corpus, 50);
+//! let solver = WeightSolver::new(&psi, &sample, norm)?;
+//! let weights = DocWeights::new(solver.fit(&data.corpus), 200, 256)?;
+//! let index = Index::new(psi, weights, data.corpus.clone())?;
+//!
+//! // Search two queries of 8 tokens each.
+//! let queries = data.queries(2, 8, 3);
+//! let hits = index.search(queries.tokens(), &[8, 8], SearchParams { k: 5, n_candidates: 40 })?;
+//! assert_eq!(hits.len(), 2);
+//! assert!(hits[0].windows(2).all(|w| w[0].score >= w[1].score));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod error;
+mod fit;
+mod index;
+pub mod naive;
+mod search;
+pub mod synthetic;
+mod weights;
+
+pub use error::{IndexError, SearchError};
+pub use fit::{FitError, WeightSolver};
+pub use index::{Hit, Index, SearchParams};
+pub use lemur_io::TargetNorm;
+pub use lemur_maxsim::{Isa, Level, MultiVectors};
+pub use lemur_mlp::{Activation, FeatureMap};
+pub use weights::DocWeights;
+
+/// Loading and saving files (`lemur-io`).
+pub use lemur_io as io;
+/// Exact MaxSim kernels (`lemur-maxsim`).
+pub use lemur_maxsim as maxsim;
+/// The feature map (`lemur-mlp`).
+pub use lemur_mlp as mlp;
+/// Top-k selection (`lemur-topk`).
+pub use lemur_topk as topk;

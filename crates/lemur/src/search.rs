@@ -1,0 +1,226 @@
+//! The query path: features, approximate scores, candidates, exact rerank.
+//!
+//! Every stage runs on the current rayon pool (the caller picks the thread
+//! count with `ThreadPool::install`), and every matrix product inside a
+//! rayon task is sequential: one level of parallelism, never nested.
+
+use lemur_maxsim::{MultiVectors, PackedQuery, maxsim_packed};
+use lemur_mlp::gemm::matmul_a_bt;
+use lemur_topk::TopK;
+use rayon::prelude::*;
+
+use crate::error::SearchError;
+use crate::index::{Hit, Index, SearchParams};
+
+/// Documents per scoring block: the `[queries, block]` score tile stays
+/// small while each GEMM is still large enough to run at full speed.
+const DOC_BLOCK: usize = 2048;
+/// Queries scored together; bounds the score tile for huge batches.
+const QUERY_BLOCK: usize = 256;
+/// Candidates per rerank task: small enough to balance a single query's
+/// rerank across threads, large enough to amortise the task overhead.
+const RERANK_CHUNK: usize = 16;
+
+impl<T: AsRef<[f32]> + Sync> Index<T> {
+    /// Searches a batch of queries given as one flat `[n_tokens, d]` buffer
+    /// plus tokens per query. Returns one list of hits per query, best
+    /// first, ties to the lower document id.
+    pub fn search(
+        &self,
+        query_tokens: &[f32],
+        query_counts: &[usize],
+        params: SearchParams,
+    ) -> Result<Vec<Vec<Hit>>, SearchError> {
+        let queries = self.queries(query_tokens, query_counts)?;
+        self.search_batch(&queries, params)
+    }
+
+    /// Searches one query (`[q, d]`).
+    pub fn search_one(
+        &self,
+        query_tokens: &[f32],
+        params: SearchParams,
+    ) -> Result<Vec<Hit>, SearchError> {
+        let count = query_tokens.len() / self.dim().max(1);
+        let mut hits = self.search(query_tokens, &[count], params)?;
+        Ok(hits.pop().unwrap_or_default())
+    }
+
+    /// Searches a validated batch of queries: one GEMM for the features,
+    /// blocked GEMMs with fused top-k' for the candidates, then the exact
+    /// rerank spread over the pool.
+    pub fn search_batch<Q: AsRef<[f32]> + Sync>(
+        &self,
+        queries: &MultiVectors<Q>,
+        params: SearchParams,
+    ) -> Result<Vec<Vec<Hit>>, SearchError> {
+        self.check_queries(queries)?;
+        if params.n_candidates < params.k {
+            return Err(SearchError::CandidatesBelowK {
+                k: params.k,
+                n_candidates: params.n_candidates,
+            });
+        }
+        let n_candidates = params.n_candidates.min(self.len());
+        let k = params.k.min(n_candidates);
+        if k == 0 {
+            return Ok(vec![Vec::new(); queries.len()]);
+        }
+        let features = self.query_features(queries);
+        let candidates = self.candidates(&features, n_candidates);
+        Ok(self.rerank(queries, &candidates, k))
+    }
+
+    /// Stage 1: query features `[n_queries, h]`, `f = sum_x psi(x) / 32`.
+    ///
+    /// # Panics
+    ///
+    /// If the queries' width is not the index's.
+    #[track_caller]
+    pub fn query_features<Q: AsRef<[f32]>>(&self, queries: &MultiVectors<Q>) -> Vec<f32> {
+        assert_eq!(queries.dim(), self.dim(), "query width");
+        let mut features = vec![0.0; queries.len() * self.feature_dim()];
+        self.feature_map
+            .query_features(queries.tokens(), queries.offsets(), &mut features, true);
+        features
+    }
+
+    /// Stage 2 alone: the full approximate score matrix `f W^T`
+    /// (`[n_queries, m]`). The search path never builds it (see
+    /// [`Index::candidates`]); benchmarks and tests do.
+    ///
+    /// # Panics
+    ///
+    /// If `features` is not `[n_queries, h]`.
+    #[track_caller]
+    pub fn approximate_scores(&self, features: &[f32]) -> Vec<f32> {
+        let (h, m) = (self.feature_dim(), self.len());
+        assert_eq!(features.len() % h, 0, "features is not [n_queries, h]");
+        let n_queries = features.len() / h;
+        let mut scores = vec![0.0; n_queries * m];
+        // Blocks of whole query rows, one sequential GEMM each.
+        let rows_per_task = 64;
+        scores
+            .par_chunks_mut(rows_per_task * m)
+            .zip(features.par_chunks(rows_per_task * h))
+            .for_each(|(out, f)| matmul_a_bt(out, f, self.weights.values(), f.len() / h, h, m));
+        scores
+    }
+
+    /// Stages 2 and 3 fused: the `n_candidates` documents with the highest
+    /// approximate scores for each query, best first. The `[n_queries, m]`
+    /// score matrix is never materialised: `W` is scored in blocks of
+    /// documents, each block feeding per-query top-k collectors that are
+    /// merged at the end.
+    ///
+    /// # Panics
+    ///
+    /// If `features` is not `[n_queries, h]`.
+    #[track_caller]
+    pub fn candidates(&self, features: &[f32], n_candidates: usize) -> Vec<Vec<u32>> {
+        let (h, m) = (self.feature_dim(), self.len());
+        assert_eq!(features.len() % h, 0, "features is not [n_queries, h]");
+        let n_candidates = n_candidates.min(m);
+        let weights = self.weights.values();
+        let mut all = Vec::with_capacity(features.len() / h);
+        for batch in features.chunks(QUERY_BLOCK * h) {
+            let n_queries = batch.len() / h;
+            let fresh = || vec![TopK::new(n_candidates); n_queries];
+            let collectors = (0..m.div_ceil(DOC_BLOCK))
+                .into_par_iter()
+                .fold(
+                    || (fresh(), Vec::new()),
+                    |(mut tops, mut tile), block| {
+                        let first = block * DOC_BLOCK;
+                        let n_docs = DOC_BLOCK.min(m - first);
+                        tile.resize(n_queries * n_docs, 0.0);
+                        let rows = &weights[first * h..(first + n_docs) * h];
+                        matmul_a_bt(&mut tile, batch, rows, n_queries, h, n_docs);
+                        for (top, scores) in tops.iter_mut().zip(tile.chunks_exact(n_docs)) {
+                            top.extend_from_scores(first as u32, scores);
+                        }
+                        (tops, tile)
+                    },
+                )
+                .map(|(tops, _)| tops)
+                .reduce(fresh, |mut left, right| {
+                    for (l, r) in left.iter_mut().zip(&right) {
+                        l.merge(r);
+                    }
+                    left
+                });
+            all.extend(collectors.into_iter().map(|top| {
+                top.into_sorted_vec()
+                    .into_iter()
+                    .map(|hit| hit.id)
+                    .collect()
+            }));
+        }
+        all
+    }
+
+    /// Stages 4 and 5: exact MaxSim of each query against its candidates,
+    /// keeping the best `k`. Work is split into small chunks of candidates
+    /// across all queries, so one query alone still uses every thread.
+    ///
+    /// # Panics
+    ///
+    /// If `candidates` does not have one list per query or names a document
+    /// outside the corpus.
+    #[track_caller]
+    pub fn rerank<Q: AsRef<[f32]> + Sync>(
+        &self,
+        queries: &MultiVectors<Q>,
+        candidates: &[Vec<u32>],
+        k: usize,
+    ) -> Vec<Vec<Hit>> {
+        assert_eq!(
+            queries.len(),
+            candidates.len(),
+            "one candidate list per query"
+        );
+        assert_eq!(queries.dim(), self.dim(), "query width");
+        let dim = self.dim();
+        let packed: Vec<PackedQuery> = (0..queries.len())
+            .into_par_iter()
+            .map(|q| PackedQuery::new(queries.get(q), dim))
+            .collect();
+
+        // One flat score buffer, cut into (query, chunk of candidates) tasks.
+        let mut scores: Vec<f32> = vec![0.0; candidates.iter().map(Vec::len).sum()];
+        let mut tasks: Vec<(usize, &[u32], &mut [f32])> = Vec::new();
+        let mut rest = &mut scores[..];
+        for (q, list) in candidates.iter().enumerate() {
+            for chunk in list.chunks(RERANK_CHUNK) {
+                let (head, tail) = rest.split_at_mut(chunk.len());
+                tasks.push((q, chunk, head));
+                rest = tail;
+            }
+        }
+        let isa = self.isa;
+        tasks.into_par_iter().for_each(|(q, chunk, out)| {
+            for (&doc, score) in chunk.iter().zip(out.iter_mut()) {
+                *score = maxsim_packed(isa, &packed[q], self.corpus.get(doc as usize));
+            }
+        });
+
+        let mut offset = 0;
+        candidates
+            .iter()
+            .map(|list| {
+                let mut top = TopK::new(k.min(list.len()));
+                for (&doc, &score) in list.iter().zip(&scores[offset..offset + list.len()]) {
+                    top.push(doc, score);
+                }
+                offset += list.len();
+                top.into_sorted_vec()
+                    .into_iter()
+                    .map(|hit| Hit {
+                        doc: hit.id,
+                        score: hit.score,
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,114 @@
+//! `cargo xtask bench`: run the criterion benches and summarise them.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use crate::{cargo, root, run};
+
+/// One benchmark's measurements, per iteration.
+struct Row {
+    name: String,
+    median_s: f64,
+    min_s: f64,
+    max_s: f64,
+    elements: Option<f64>,
+}
+
+pub(crate) fn bench(filter: Option<&str>) -> Result<()> {
+    let mut command = cargo();
+    command.args(["bench", "-p", "lemur-bench", "--bench", "search", "--"]);
+    if let Some(filter) = filter {
+        command.arg(filter);
+    }
+    run(command)?;
+    let mut rows = Vec::new();
+    collect(&root().join("target/criterion"), &mut rows)?;
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    println!();
+    println!("| benchmark | median | min | max | throughput (median) |");
+    println!("|---|---|---|---|---|");
+    for row in &rows {
+        let throughput = match row.elements {
+            Some(n) if row.name.starts_with("rerank/") => {
+                format!("{:.1} GFLOP/s", n / row.median_s / 1e9)
+            }
+            Some(n) => format!("{:.0} queries/s", n / row.median_s),
+            None => String::new(),
+        };
+        println!(
+            "| {} | {} | {} | {} | {throughput} |",
+            row.name,
+            human(row.median_s),
+            human(row.min_s),
+            human(row.max_s)
+        );
+    }
+    Ok(())
+}
+
+fn human(seconds: f64) -> String {
+    if seconds >= 1.0 {
+        format!("{seconds:.2} s")
+    } else if seconds >= 1e-3 {
+        format!("{:.2} ms", seconds * 1e3)
+    } else {
+        format!("{:.1} us", seconds * 1e6)
+    }
+}
+
+/// Finds every `new/` measurement directory criterion wrote.
+fn collect(dir: &Path, rows: &mut Vec<Row>) -> Result<()> {
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    let new = dir.join("new");
+    if new.join("estimates.json").is_file() && new.join("benchmark.json").is_file() {
+        rows.push(read_row(&new)?);
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir()
+            && path
+                .file_name()
+                .is_some_and(|n| n != "new" && n != "base" && n != "report")
+        {
+            collect(&path, rows)?;
+        }
+    }
+    Ok(())
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn read_row(new: &Path) -> Result<Row> {
+    let benchmark = read_json(&new.join("benchmark.json"))?;
+    let estimates = read_json(&new.join("estimates.json"))?;
+    let sample = read_json(&new.join("sample.json"))?;
+    let name = benchmark["full_id"].as_str().unwrap_or("?").to_owned();
+    let median_ns = estimates["median"]["point_estimate"]
+        .as_f64()
+        .context("median")?;
+    let iters = sample["iters"].as_array().context("iters")?;
+    let times = sample["times"].as_array().context("times")?;
+    let per_iter: Vec<f64> = iters
+        .iter()
+        .zip(times)
+        .filter_map(|(n, t)| Some(t.as_f64()? / n.as_f64()?))
+        .collect();
+    let min_ns = per_iter.iter().copied().fold(f64::INFINITY, f64::min);
+    let max_ns = per_iter.iter().copied().fold(0.0, f64::max);
+    let elements = benchmark["throughput"]["Elements"].as_f64();
+    Ok(Row {
+        name,
+        median_s: median_ns / 1e9,
+        min_s: min_ns / 1e9,
+        max_s: max_ns / 1e9,
+        elements,
+    })
+}
