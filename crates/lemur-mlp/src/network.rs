@@ -1,6 +1,9 @@
 //! The trainable network: feature-map blocks plus a bias-free output layer,
 //! with a hand-written backward pass on faer products.
 
+// The row loops index several parallel buffers at once, as the formulas do.
+#![allow(clippy::needless_range_loop)]
+
 use crate::activation::Activation;
 use crate::block::Block;
 use crate::map::FeatureMap;
@@ -41,7 +44,9 @@ pub struct ForwardCache<T> {
 fn act<T: Real>(activation: Activation, x: T) -> T {
     let one = T::from_f64(1.0);
     match activation {
-        Activation::Gelu => T::from_f64(0.5) * x * (one + (x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf()),
+        Activation::Gelu => {
+            T::from_f64(0.5) * x * (one + (x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf())
+        }
         Activation::Relu => {
             if x > T::default() {
                 x
@@ -55,7 +60,11 @@ fn act<T: Real>(activation: Activation, x: T) -> T {
 }
 
 fn softplus<T: Real>(x: T) -> T {
-    if x > T::from_f64(20.0) { x } else { x.exp().ln_1p() }
+    if x > T::from_f64(20.0) {
+        x
+    } else {
+        x.exp().ln_1p()
+    }
 }
 
 fn sigmoid<T: Real>(x: T) -> T {
@@ -67,8 +76,10 @@ fn act_grad<T: Real>(activation: Activation, x: T) -> T {
     let one = T::from_f64(1.0);
     match activation {
         Activation::Gelu => {
-            let cdf = T::from_f64(0.5) * (one + (x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf());
-            let pdf = (T::from_f64(-0.5) * x * x).exp() * T::from_f64(1.0 / (2.0 * std::f64::consts::PI).sqrt());
+            let cdf =
+                T::from_f64(0.5) * (one + (x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf());
+            let pdf = (T::from_f64(-0.5) * x * x).exp()
+                * T::from_f64(1.0 / (2.0 * std::f64::consts::PI).sqrt());
             cdf + x * pdf
         }
         Activation::Relu => {
@@ -116,14 +127,22 @@ impl<T: Real> Network<T> {
         for pair in dims.windows(2) {
             let (fan_in, width) = (pair[0], pair[1]);
             let bound = 1.0 / (fan_in as f64).sqrt();
-            params.push((0..width * fan_in).map(|_| uniform(&mut state, bound)).collect());
+            params.push(
+                (0..width * fan_in)
+                    .map(|_| uniform(&mut state, bound))
+                    .collect(),
+            );
             params.push((0..width).map(|_| uniform(&mut state, bound)).collect());
             params.push(vec![T::from_f64(1.0); width]);
             params.push(vec![T::default(); width]);
         }
         let h = dims[dims.len() - 1];
         let bound = 1.0 / (h as f64).sqrt();
-        params.push((0..n_outputs * h).map(|_| uniform(&mut state, bound)).collect());
+        params.push(
+            (0..n_outputs * h)
+                .map(|_| uniform(&mut state, bound))
+                .collect(),
+        );
         Network {
             dims: dims.to_vec(),
             n_outputs,
@@ -169,18 +188,45 @@ impl<T: Real> Network<T> {
     /// If `inputs` is not `[rows, d]`.
     #[track_caller]
     pub fn forward(&self, inputs: &[T], rows: usize, threads: usize, cache: &mut ForwardCache<T>) {
-        assert_eq!(inputs.len(), rows * self.input_dim(), "inputs is not [rows, d]");
+        assert_eq!(
+            inputs.len(),
+            rows * self.input_dim(),
+            "inputs is not [rows, d]"
+        );
         let n_blocks = self.n_blocks();
-        for buffers in [&mut cache.xhat, &mut cache.normed, &mut cache.activations, &mut cache.inv_std] {
+        for buffers in [
+            &mut cache.xhat,
+            &mut cache.normed,
+            &mut cache.activations,
+            &mut cache.inv_std,
+        ] {
             buffers.resize_with(n_blocks, Vec::new);
         }
         for l in 0..n_blocks {
             let (fan_in, width) = (self.dims[l], self.dims[l + 1]);
-            let (weight, bias, gain, beta) = (&self.params[4 * l], &self.params[4 * l + 1], &self.params[4 * l + 2], &self.params[4 * l + 3]);
+            let (weight, bias, gain, beta) = (
+                &self.params[4 * l],
+                &self.params[4 * l + 1],
+                &self.params[4 * l + 2],
+                &self.params[4 * l + 3],
+            );
             let mut z = vec![T::default(); rows * width];
             {
-                let input: &[T] = if l == 0 { inputs } else { &cache.activations[l - 1] };
-                T::gemm(&mut z, input, (rows, fan_in), Op::Plain, weight, (width, fan_in), Op::Transposed, threads);
+                let input: &[T] = if l == 0 {
+                    inputs
+                } else {
+                    &cache.activations[l - 1]
+                };
+                T::gemm(
+                    &mut z,
+                    input,
+                    (rows, fan_in),
+                    Op::Plain,
+                    weight,
+                    (width, fan_in),
+                    Op::Transposed,
+                    threads,
+                );
             }
             let xhat = &mut cache.xhat[l];
             let normed = &mut cache.normed[l];
@@ -215,36 +261,88 @@ impl<T: Real> Network<T> {
         cache.output.resize(rows * self.n_outputs, T::default());
         let features = &cache.activations[n_blocks - 1];
         let output_weight = &self.params[4 * n_blocks];
-        T::gemm(&mut cache.output, features, (rows, h), Op::Plain, output_weight, (self.n_outputs, h), Op::Transposed, threads);
+        T::gemm(
+            &mut cache.output,
+            features,
+            (rows, h),
+            Op::Plain,
+            output_weight,
+            (self.n_outputs, h),
+            Op::Transposed,
+            threads,
+        );
     }
 
     /// Mean squared error of the cached outputs against `targets`
     /// (`[rows, n_outputs]`), averaged over every element (PyTorch's
     /// `MSELoss`).
     pub fn loss(&self, cache: &ForwardCache<T>, targets: &[T]) -> f64 {
-        assert_eq!(targets.len(), cache.output.len(), "targets is not [rows, n_outputs]");
-        let sum: f64 = cache.output.iter().zip(targets).map(|(&o, &t)| (o - t).to_f64().powi(2)).sum();
+        assert_eq!(
+            targets.len(),
+            cache.output.len(),
+            "targets is not [rows, n_outputs]"
+        );
+        let sum: f64 = cache
+            .output
+            .iter()
+            .zip(targets)
+            .map(|(&o, &t)| (o - t).to_f64().powi(2))
+            .sum();
         sum / targets.len().max(1) as f64
     }
 
     /// Gradients of [`Network::loss`] with respect to every parameter, in
     /// the parameter layout, from a forward pass over `inputs`.
     #[track_caller]
-    pub fn backward(&self, inputs: &[T], targets: &[T], cache: &ForwardCache<T>, threads: usize, grads: &mut Vec<Vec<T>>) {
+    pub fn backward(
+        &self,
+        inputs: &[T],
+        targets: &[T],
+        cache: &ForwardCache<T>,
+        threads: usize,
+        grads: &mut Vec<Vec<T>>,
+    ) {
         let rows = cache.output.len() / self.n_outputs;
-        assert_eq!(targets.len(), cache.output.len(), "targets is not [rows, n_outputs]");
+        assert_eq!(
+            targets.len(),
+            cache.output.len(),
+            "targets is not [rows, n_outputs]"
+        );
         let n_blocks = self.n_blocks();
         grads.resize_with(self.params.len(), Vec::new);
         for (g, p) in grads.iter_mut().zip(&self.params) {
             g.resize(p.len(), T::default());
         }
         let scale = T::from_f64(2.0 / (targets.len().max(1)) as f64);
-        let d_output: Vec<T> = cache.output.iter().zip(targets).map(|(&o, &t)| (o - t) * scale).collect();
+        let d_output: Vec<T> = cache
+            .output
+            .iter()
+            .zip(targets)
+            .map(|(&o, &t)| (o - t) * scale)
+            .collect();
         let h = self.feature_dim();
         let features = &cache.activations[n_blocks - 1];
-        T::gemm(&mut grads[4 * n_blocks], &d_output, (rows, self.n_outputs), Op::Transposed, features, (rows, h), Op::Plain, threads);
+        T::gemm(
+            &mut grads[4 * n_blocks],
+            &d_output,
+            (rows, self.n_outputs),
+            Op::Transposed,
+            features,
+            (rows, h),
+            Op::Plain,
+            threads,
+        );
         let mut d_act = vec![T::default(); rows * h];
-        T::gemm(&mut d_act, &d_output, (rows, self.n_outputs), Op::Plain, &self.params[4 * n_blocks], (self.n_outputs, h), Op::Plain, threads);
+        T::gemm(
+            &mut d_act,
+            &d_output,
+            (rows, self.n_outputs),
+            Op::Plain,
+            &self.params[4 * n_blocks],
+            (self.n_outputs, h),
+            Op::Plain,
+            threads,
+        );
 
         for l in (0..n_blocks).rev() {
             let (fan_in, width) = (self.dims[l], self.dims[l + 1]);
@@ -270,11 +368,25 @@ impl<T: Real> Network<T> {
                 mean_dxhat = mean_dxhat / n;
                 mean_dxhat_xhat = mean_dxhat_xhat / n;
                 for j in 0..width {
-                    d_z[base + j] = inv_std[r] * (d_z[base + j] - mean_dxhat - xhat[base + j] * mean_dxhat_xhat);
+                    d_z[base + j] = inv_std[r]
+                        * (d_z[base + j] - mean_dxhat - xhat[base + j] * mean_dxhat_xhat);
                 }
             }
-            let input: &[T] = if l == 0 { inputs } else { &cache.activations[l - 1] };
-            T::gemm(&mut grads[4 * l], &d_z, (rows, width), Op::Transposed, input, (rows, fan_in), Op::Plain, threads);
+            let input: &[T] = if l == 0 {
+                inputs
+            } else {
+                &cache.activations[l - 1]
+            };
+            T::gemm(
+                &mut grads[4 * l],
+                &d_z,
+                (rows, width),
+                Op::Transposed,
+                input,
+                (rows, fan_in),
+                Op::Plain,
+                threads,
+            );
             let d_bias = &mut grads[4 * l + 1];
             d_bias.iter_mut().for_each(|v| *v = T::default());
             for r in 0..rows {
@@ -286,7 +398,16 @@ impl<T: Real> Network<T> {
             grads[4 * l + 3].copy_from_slice(&d_beta);
             if l > 0 {
                 d_act = vec![T::default(); rows * fan_in];
-                T::gemm(&mut d_act, &d_z, (rows, width), Op::Plain, &self.params[4 * l], (width, fan_in), Op::Plain, threads);
+                T::gemm(
+                    &mut d_act,
+                    &d_z,
+                    (rows, width),
+                    Op::Plain,
+                    &self.params[4 * l],
+                    (width, fan_in),
+                    Op::Plain,
+                    threads,
+                );
             }
         }
     }

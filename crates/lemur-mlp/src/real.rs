@@ -52,7 +52,16 @@ pub trait Real:
     /// `[a_rows, a_cols]` and `b` `[b_rows, b_cols]`; `par` is the number
     /// of threads faer may use inside this one product (1: sequential).
     #[allow(clippy::too_many_arguments)]
-    fn gemm(out: &mut [Self], a: &[Self], a_shape: (usize, usize), a_op: Op, b: &[Self], b_shape: (usize, usize), b_op: Op, threads: usize);
+    fn gemm(
+        out: &mut [Self],
+        a: &[Self],
+        a_shape: (usize, usize),
+        a_op: Op,
+        b: &[Self],
+        b_shape: (usize, usize),
+        b_op: Op,
+        threads: usize,
+    );
 }
 
 macro_rules! impl_real {
@@ -79,20 +88,41 @@ macro_rules! impl_real {
             fn erf(self) -> Self {
                 $erf(self)
             }
-            fn gemm(out: &mut [Self], a: &[Self], a_shape: (usize, usize), a_op: Op, b: &[Self], b_shape: (usize, usize), b_op: Op, threads: usize) {
+            fn gemm(
+                out: &mut [Self],
+                a: &[Self],
+                a_shape: (usize, usize),
+                a_op: Op,
+                b: &[Self],
+                b_shape: (usize, usize),
+                b_op: Op,
+                threads: usize,
+            ) {
                 assert_eq!(a.len(), a_shape.0 * a_shape.1, "a is not {a_shape:?}");
                 assert_eq!(b.len(), b_shape.0 * b_shape.1, "b is not {b_shape:?}");
                 let lhs = MatRef::from_row_major_slice(a, a_shape.0, a_shape.1);
-                let lhs = if a_op == Op::Transposed { lhs.transpose() } else { lhs };
+                let lhs = if a_op == Op::Transposed {
+                    lhs.transpose()
+                } else {
+                    lhs
+                };
                 let rhs = MatRef::from_row_major_slice(b, b_shape.0, b_shape.1);
-                let rhs = if b_op == Op::Transposed { rhs.transpose() } else { rhs };
+                let rhs = if b_op == Op::Transposed {
+                    rhs.transpose()
+                } else {
+                    rhs
+                };
                 assert_eq!(lhs.ncols(), rhs.nrows(), "inner dimensions differ");
                 let (m, n) = (lhs.nrows(), rhs.ncols());
                 assert_eq!(out.len(), m * n, "out is not [{m}, {n}]");
                 if m == 0 || n == 0 {
                     return;
                 }
-                let par = if threads <= 1 { Par::Seq } else { Par::rayon(threads) };
+                let par = if threads <= 1 {
+                    Par::Seq
+                } else {
+                    Par::rayon(threads)
+                };
                 let dst = MatMut::from_row_major_slice_mut(out, m, n);
                 matmul(dst, Accum::Replace, lhs, rhs, 1.0 as $t, par);
             }

@@ -81,7 +81,12 @@ impl<T: Real> Adam<T> {
         let inv_sqrt_c2 = T::from_f64(1.0 / correction2.sqrt());
         let (b1, b2, eps) = (T::from_f64(b1), T::from_f64(b2), T::from_f64(config.eps));
         let one = T::from_f64(1.0);
-        for (((p, g), m), v) in params.iter_mut().zip(grads).zip(&mut self.first).zip(&mut self.second) {
+        for (((p, g), m), v) in params
+            .iter_mut()
+            .zip(grads)
+            .zip(&mut self.first)
+            .zip(&mut self.second)
+        {
             for i in 0..p.len() {
                 m[i] = b1 * m[i] + (one - b1) * g[i];
                 v[i] = b2 * v[i] + (one - b2) * g[i] * g[i];
@@ -94,7 +99,12 @@ impl<T: Real> Adam<T> {
 /// Scales `grads` so their global L2 norm is at most `max_norm`
 /// (PyTorch's `clip_grad_norm_`). Returns the norm before clipping.
 pub fn clip_grad_norm<T: Real>(grads: &mut [Vec<T>], max_norm: f64) -> f64 {
-    let norm = grads.iter().flatten().map(|g| g.to_f64().powi(2)).sum::<f64>().sqrt();
+    let norm = grads
+        .iter()
+        .flatten()
+        .map(|g| g.to_f64().powi(2))
+        .sum::<f64>()
+        .sqrt();
     if max_norm > 0.0 && norm > max_norm {
         let scale = T::from_f64(max_norm / (norm + 1e-6));
         grads.iter_mut().flatten().for_each(|g| *g *= scale);
@@ -115,14 +125,25 @@ fn shuffle(order: &mut [usize], state: &mut u64) {
 }
 
 /// Mean loss of `network` over `inputs`/`targets`, in batches.
-pub fn evaluate<T: Real>(network: &Network<T>, inputs: &[T], targets: &[T], batch_size: usize, threads: usize) -> f64 {
+pub fn evaluate<T: Real>(
+    network: &Network<T>,
+    inputs: &[T],
+    targets: &[T],
+    batch_size: usize,
+    threads: usize,
+) -> f64 {
     let (d, t) = (network.input_dim(), network.n_outputs());
     let rows = inputs.len() / d;
     let mut cache = ForwardCache::default();
     let mut total = 0.0;
     for start in (0..rows).step_by(batch_size.max(1)) {
         let end = (start + batch_size.max(1)).min(rows);
-        network.forward(&inputs[start * d..end * d], end - start, threads, &mut cache);
+        network.forward(
+            &inputs[start * d..end * d],
+            end - start,
+            threads,
+            &mut cache,
+        );
         total += network.loss(&cache, &targets[start * t..end * t]) * (end - start) as f64;
     }
     total / rows.max(1) as f64

@@ -1,5 +1,9 @@
 //! The backward pass against finite differences, and the training loop.
 
+// The finite-difference loop perturbs parameters by index while reading the
+// gradients by the same index.
+#![allow(clippy::needless_range_loop)]
+
 use lemur_mlp::{Activation, ForwardCache, Network, TrainConfig, evaluate, train};
 
 struct Rng(u64);
@@ -23,7 +27,12 @@ fn loss(network: &Network<f64>, x: &[f64], y: &[f64], rows: usize) -> f64 {
 #[test]
 fn every_gradient_matches_central_finite_differences() {
     let mut rng = Rng(5);
-    for activation in [Activation::Gelu, Activation::Relu, Activation::Silu, Activation::Mish] {
+    for activation in [
+        Activation::Gelu,
+        Activation::Relu,
+        Activation::Silu,
+        Activation::Mish,
+    ] {
         for dims in [vec![5, 7], vec![5, 7, 6]] {
             let (rows, outputs) = (9, 4);
             let mut network = Network::<f64>::new(&dims, outputs, activation, 3);
@@ -67,22 +76,48 @@ fn loss_decreases_and_the_best_epoch_is_kept() {
     let x: Vec<f32> = (0..rows * d).map(|_| rng.next() as f32).collect();
     let y: Vec<f32> = x
         .chunks_exact(d)
-        .flat_map(|row| (0..outputs).map(move |o| row.iter().enumerate().map(|(i, v)| v * ((i + o) % 3) as f32).sum::<f32>().max(0.0)))
+        .flat_map(|row| {
+            (0..outputs).map(move |o| {
+                row.iter()
+                    .enumerate()
+                    .map(|(i, v)| v * ((i + o) % 3) as f32)
+                    .sum::<f32>()
+                    .max(0.0)
+            })
+        })
         .collect();
     let (vx, vy) = (&x[..64 * d], &y[..64 * outputs]);
     let (tx, ty) = (&x[64 * d..], &y[64 * outputs..]);
-    let config = TrainConfig { epochs: 30, batch_size: 32, learning_rate: 0.03, ..TrainConfig::default() };
+    let config = TrainConfig {
+        epochs: 30,
+        batch_size: 32,
+        learning_rate: 0.03,
+        ..TrainConfig::default()
+    };
     let mut network = Network::<f32>::new(&[d, 16], outputs, Activation::Gelu, 1);
     let before = evaluate(&network, vx, vy, 64, 1);
     let mut calls = 0;
-    let report = train(&mut network, tx, ty, Some((vx, vy)), &config, &mut |done, total| {
-        calls += 1;
-        assert_eq!((done, total), (calls, 30));
-    });
+    let report = train(
+        &mut network,
+        tx,
+        ty,
+        Some((vx, vy)),
+        &config,
+        &mut |done, total| {
+            calls += 1;
+            assert_eq!((done, total), (calls, 30));
+        },
+    );
     assert_eq!(report.train_losses.len(), 30);
-    assert!(report.train_losses[29] < report.train_losses[0] * 0.5, "{:?}", report.train_losses);
+    assert!(
+        report.train_losses[29] < report.train_losses[0] * 0.5,
+        "{:?}",
+        report.train_losses
+    );
     let best = report.best_epoch.unwrap();
-    let argmin = (0..30).min_by(|&a, &b| report.validation_losses[a].total_cmp(&report.validation_losses[b])).unwrap();
+    let argmin = (0..30)
+        .min_by(|&a, &b| report.validation_losses[a].total_cmp(&report.validation_losses[b]))
+        .unwrap();
     assert_eq!(best, argmin);
     // The network is left exactly at the best epoch's parameters.
     let after = evaluate(&network, vx, vy, config.batch_size, 1);
@@ -101,10 +136,17 @@ fn best_epoch_without_validation_is_the_lowest_training_loss() {
     let x: Vec<f32> = (0..rows * d).map(|_| rng.next() as f32).collect();
     let y: Vec<f32> = (0..rows * outputs).map(|_| rng.next() as f32).collect();
     // A learning rate high enough to make the loss bounce.
-    let config = TrainConfig { epochs: 12, batch_size: 8, learning_rate: 0.3, ..TrainConfig::default() };
+    let config = TrainConfig {
+        epochs: 12,
+        batch_size: 8,
+        learning_rate: 0.3,
+        ..TrainConfig::default()
+    };
     let mut network = Network::<f32>::new(&[d, 8], outputs, Activation::Relu, 2);
     let report = train(&mut network, &x, &y, None, &config, &mut |_, _| {});
-    let argmin = (0..12).min_by(|&a, &b| report.train_losses[a].total_cmp(&report.train_losses[b])).unwrap();
+    let argmin = (0..12)
+        .min_by(|&a, &b| report.train_losses[a].total_cmp(&report.train_losses[b]))
+        .unwrap();
     assert_eq!(report.best_epoch, Some(argmin));
 }
 
@@ -126,5 +168,8 @@ fn the_trained_feature_map_computes_the_networks_features() {
         }
     }
     let reference = evaluate(&network, &x, &output, 5, 1);
-    assert!(reference < 1e-10, "psi V^T differs from the network output: mse {reference}");
+    assert!(
+        reference < 1e-10,
+        "psi V^T differs from the network output: mse {reference}"
+    );
 }
