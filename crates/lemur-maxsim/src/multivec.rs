@@ -177,3 +177,27 @@ impl<T: AsRef<[f32]>> MultiVectors<T> {
         self.tokens
     }
 }
+
+impl MultiVectors<Vec<f32>> {
+    /// Appends every set of `other` (same width) after the existing ones.
+    ///
+    /// # Panics
+    ///
+    /// If the widths differ.
+    #[track_caller]
+    pub fn append<U: AsRef<[f32]>>(
+        &mut self,
+        other: &MultiVectors<U>,
+    ) -> Result<(), MultiVectorError> {
+        assert_eq!(self.dim, other.dim(), "appending sets of another width");
+        let count = self.len() + other.len();
+        if count > u32::MAX as usize {
+            return Err(MultiVectorError::TooManySets { count });
+        }
+        let base = self.n_tokens();
+        self.tokens.extend_from_slice(other.tokens());
+        self.offsets
+            .extend(other.offsets()[1..].iter().map(|o| base + o));
+        Ok(())
+    }
+}

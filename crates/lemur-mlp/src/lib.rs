@@ -60,4 +60,4 @@ pub use error::{MlpError, Param};
 pub use map::{FeatureMap, QUERY_FEATURE_SCALE};
 pub use network::{ForwardCache, Network};
 pub use real::{Op, Real};
-pub use train::{TrainConfig, TrainReport, clip_grad_norm, evaluate, train};
+pub use train::{Targets, TrainConfig, TrainReport, clip_grad_norm, evaluate, train};

@@ -53,6 +53,47 @@ pub struct TrainReport {
     pub best_epoch: Option<usize>,
 }
 
+/// Training targets for `rows` inputs and `n_outputs` outputs, in either
+/// layout: by row (`[rows, n_outputs]`, what a batch needs) or by output
+/// (`[n_outputs, rows]`, what computing targets one document at a time
+/// produces). Taking both avoids ever holding the matrix twice.
+#[derive(Debug, Clone, Copy)]
+pub enum Targets<'a, T> {
+    /// Row-major `[rows, n_outputs]`.
+    ByRow(&'a [T]),
+    /// Row-major `[n_outputs, rows]`.
+    ByOutput(&'a [T]),
+}
+
+impl<T: Real> Targets<'_, T> {
+    fn len(&self) -> usize {
+        match self {
+            Targets::ByRow(v) | Targets::ByOutput(v) => v.len(),
+        }
+    }
+
+    /// Copies the targets of `rows` (in order) into `out` as
+    /// `[rows.len(), n_outputs]`.
+    fn gather(&self, rows: &[usize], n_rows: usize, n_outputs: usize, out: &mut Vec<T>) {
+        out.clear();
+        match self {
+            Targets::ByRow(values) => {
+                for &row in rows {
+                    out.extend_from_slice(&values[row * n_outputs..(row + 1) * n_outputs]);
+                }
+            }
+            Targets::ByOutput(values) => {
+                out.resize(rows.len() * n_outputs, T::default());
+                for (output, column) in values.chunks_exact(n_rows).enumerate() {
+                    for (b, &row) in rows.iter().enumerate() {
+                        out[b * n_outputs + output] = column[row];
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Adam state: first and second moments per parameter tensor.
 #[derive(Debug, Clone)]
 struct Adam<T> {
@@ -124,33 +165,37 @@ fn shuffle(order: &mut [usize], state: &mut u64) {
     }
 }
 
-/// Mean loss of `network` over `inputs`/`targets`, in batches.
+/// Mean loss of `network` over `inputs` and their `targets`, in batches.
 pub fn evaluate<T: Real>(
     network: &Network<T>,
     inputs: &[T],
-    targets: &[T],
+    targets: Targets<'_, T>,
     batch_size: usize,
     threads: usize,
 ) -> f64 {
     let (d, t) = (network.input_dim(), network.n_outputs());
     let rows = inputs.len() / d;
+    assert_eq!(targets.len(), rows * t, "targets do not match the inputs");
     let mut cache = ForwardCache::default();
+    let mut batch_y = Vec::new();
     let mut total = 0.0;
     for start in (0..rows).step_by(batch_size.max(1)) {
         let end = (start + batch_size.max(1)).min(rows);
+        let batch: Vec<usize> = (start..end).collect();
+        targets.gather(&batch, rows, t, &mut batch_y);
         network.forward(
             &inputs[start * d..end * d],
             end - start,
             threads,
             &mut cache,
         );
-        total += network.loss(&cache, &targets[start * t..end * t]) * (end - start) as f64;
+        total += network.loss(&cache, &batch_y) * (end - start) as f64;
     }
     total / rows.max(1) as f64
 }
 
-/// Trains `network` on `inputs` (`[rows, d]`) against `targets`
-/// (`[rows, n_outputs]`) and leaves it at its best epoch: the lowest
+/// Trains `network` on `inputs` (`[rows, d]`) against `targets` (either
+/// layout) and leaves it at its best epoch: the lowest
 /// validation loss when `validation` is given, else the lowest mean
 /// training loss. `progress(epoch_done, epochs)` is called after each
 /// epoch.
@@ -162,15 +207,15 @@ pub fn evaluate<T: Real>(
 pub fn train<T: Real>(
     network: &mut Network<T>,
     inputs: &[T],
-    targets: &[T],
-    validation: Option<(&[T], &[T])>,
+    targets: Targets<'_, T>,
+    validation: Option<(&[T], Targets<'_, T>)>,
     config: &TrainConfig,
     progress: &mut dyn FnMut(usize, usize),
 ) -> TrainReport {
     let (d, t) = (network.input_dim(), network.n_outputs());
     assert!(inputs.len().is_multiple_of(d), "inputs is not [rows, d]");
     let rows = inputs.len() / d;
-    assert_eq!(targets.len(), rows * t, "targets is not [rows, n_outputs]");
+    assert_eq!(targets.len(), rows * t, "targets do not match the inputs");
     let batch_size = config.batch_size.max(1);
     let mut adam = Adam::new(network.params());
     let mut order: Vec<usize> = (0..rows).collect();
@@ -191,8 +236,8 @@ pub fn train<T: Real>(
             batch_y.clear();
             for &row in batch {
                 batch_x.extend_from_slice(&inputs[row * d..(row + 1) * d]);
-                batch_y.extend_from_slice(&targets[row * t..(row + 1) * t]);
             }
+            targets.gather(batch, rows, t, &mut batch_y);
             network.forward(&batch_x, batch.len(), config.threads, &mut cache);
             total += network.loss(&cache, &batch_y) * batch.len() as f64;
             network.backward(&batch_x, &batch_y, &cache, config.threads, &mut grads);

@@ -4,7 +4,7 @@
 // gradients by the same index.
 #![allow(clippy::needless_range_loop)]
 
-use lemur_mlp::{Activation, ForwardCache, Network, TrainConfig, evaluate, train};
+use lemur_mlp::{Activation, ForwardCache, Network, Targets, TrainConfig, evaluate, train};
 
 struct Rng(u64);
 
@@ -95,13 +95,13 @@ fn loss_decreases_and_the_best_epoch_is_kept() {
         ..TrainConfig::default()
     };
     let mut network = Network::<f32>::new(&[d, 16], outputs, Activation::Gelu, 1);
-    let before = evaluate(&network, vx, vy, 64, 1);
+    let before = evaluate(&network, vx, Targets::ByRow(vy), 64, 1);
     let mut calls = 0;
     let report = train(
         &mut network,
         tx,
-        ty,
-        Some((vx, vy)),
+        Targets::ByRow(ty),
+        Some((vx, Targets::ByRow(vy))),
         &config,
         &mut |done, total| {
             calls += 1;
@@ -109,6 +109,20 @@ fn loss_decreases_and_the_best_epoch_is_kept() {
         },
     );
     assert_eq!(report.train_losses.len(), 30);
+    // The same targets stored by output train identically.
+    let by_output: Vec<f32> = (0..outputs)
+        .flat_map(|o| (0..ty.len() / outputs).map(move |r| ty[r * outputs + o]))
+        .collect();
+    let mut twin = Network::<f32>::new(&[d, 16], outputs, Activation::Gelu, 1);
+    train(
+        &mut twin,
+        tx,
+        Targets::ByOutput(&by_output),
+        Some((vx, Targets::ByRow(vy))),
+        &config,
+        &mut |_, _| {},
+    );
+    assert_eq!(twin, network);
     assert!(
         report.train_losses[29] < report.train_losses[0] * 0.5,
         "{:?}",
@@ -120,12 +134,19 @@ fn loss_decreases_and_the_best_epoch_is_kept() {
         .unwrap();
     assert_eq!(best, argmin);
     // The network is left exactly at the best epoch's parameters.
-    let after = evaluate(&network, vx, vy, config.batch_size, 1);
+    let after = evaluate(&network, vx, Targets::ByRow(vy), config.batch_size, 1);
     assert_eq!(after, report.validation_losses[best]);
     assert!(after < before);
     // Determinism: the same seed gives the same network.
     let mut again = Network::<f32>::new(&[d, 16], outputs, Activation::Gelu, 1);
-    train(&mut again, tx, ty, Some((vx, vy)), &config, &mut |_, _| {});
+    train(
+        &mut again,
+        tx,
+        Targets::ByRow(ty),
+        Some((vx, Targets::ByRow(vy))),
+        &config,
+        &mut |_, _| {},
+    );
     assert_eq!(again, network);
 }
 
@@ -143,7 +164,14 @@ fn best_epoch_without_validation_is_the_lowest_training_loss() {
         ..TrainConfig::default()
     };
     let mut network = Network::<f32>::new(&[d, 8], outputs, Activation::Relu, 2);
-    let report = train(&mut network, &x, &y, None, &config, &mut |_, _| {});
+    let report = train(
+        &mut network,
+        &x,
+        Targets::ByRow(&y),
+        None,
+        &config,
+        &mut |_, _| {},
+    );
     let argmin = (0..12)
         .min_by(|&a, &b| report.train_losses[a].total_cmp(&report.train_losses[b]))
         .unwrap();
@@ -167,7 +195,7 @@ fn the_trained_feature_map_computes_the_networks_features() {
             output[r * 3 + o] = (0..12).map(|j| psi[r * 12 + j] * v[o * 12 + j]).sum();
         }
     }
-    let reference = evaluate(&network, &x, &output, 5, 1);
+    let reference = evaluate(&network, &x, Targets::ByRow(&output), 5, 1);
     assert!(
         reference < 1e-10,
         "psi V^T differs from the network output: mse {reference}"

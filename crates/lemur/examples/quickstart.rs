@@ -1,5 +1,6 @@
-//! Quickstart: build a synthetic ColBERT-shaped corpus, fit a LEMUR index
-//! on it in Rust (random features + least-squares `W`), search it, and
+//! Quickstart: build a synthetic ColBERT-shaped corpus, build a LEMUR index
+//! on it in Rust (training targets, a trained feature map, least-squares
+//! `W`), search it, and
 //! print hits, timings and recall against exact brute-force MaxSim.
 //!
 //! `cargo run --release -p lemur --example quickstart [n_docs] [threads]`
@@ -7,7 +8,7 @@
 use std::time::Instant;
 
 use lemur::maxsim::Reranker;
-use lemur::{DocWeights, Index, Isa, SearchParams, WeightSolver, synthetic};
+use lemur::{BuildConfig, IndexBuilder, Isa, SearchParams, Stage, synthetic};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -37,23 +38,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         started.elapsed()
     );
 
-    let (h, n_sample) = (1024, 4096);
+    // Train a LEMUR index in Rust: targets, a 128 -> 1024 feature map,
+    // least-squares W. (Smaller than the defaults so the demo is quick.)
+    let config = BuildConfig {
+        epochs: 3,
+        final_hidden_dim: 1024,
+        train_docs: 1024.min(n_docs),
+        learn_rows: 16_384,
+        fit_sample: 4096,
+        ..BuildConfig::default()
+    };
+    let progress = |stage: Stage, done: usize, total: usize| {
+        if done == total {
+            println!("  {stage:?}: {done}/{total}");
+        }
+    };
     let started = Instant::now();
-    let psi = synthetic::random_features(spec.dim, h, 1);
-    let sample = data.sample_tokens(n_sample, 2);
-    let norm = WeightSolver::estimate_norm(&sample, &data.corpus, 256);
-    let solver = pool.install(|| WeightSolver::new(&psi, &sample, norm))?;
-    let solve_time = started.elapsed();
-    let started = Instant::now();
-    let weights = pool.install(|| solver.fit(&data.corpus));
-    let fit_time = started.elapsed();
-    let index = Index::new(
-        psi,
-        DocWeights::new(weights, n_docs, h)?,
-        data.corpus.clone(),
-    )?;
+    let (index, report) = pool.install(|| {
+        IndexBuilder::new(config)
+            .progress(&progress)
+            .build(data.corpus.clone(), None)
+    })?;
     println!(
-        "index: random features h = {h}, W fitted on {n_sample} sample tokens: pseudo-inverse {solve_time:.2?}, W {fit_time:.2?}"
+        "index built in {:.2?}: targets {:.2?}, training {:.2?} (best epoch {:?}), pseudo-inverse {:.2?}, W {:.2?}",
+        started.elapsed(),
+        report.targets_time,
+        report.training_time,
+        report.training.as_ref().and_then(|t| t.best_epoch),
+        report.solver_time,
+        report.fit_time
     );
 
     let params = SearchParams {

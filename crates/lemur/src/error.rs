@@ -54,6 +54,12 @@ pub enum IndexError {
         /// The feature map's `h`.
         feature_dim: usize,
     },
+    /// Documents can only be added to an index built in Rust, which keeps
+    /// the least-squares solver its weights were fitted with.
+    #[error(
+        "this index has no weight solver (it was not built in Rust), so documents cannot be added"
+    )]
+    NoSolver,
     /// The feature map takes tokens of a different width than the corpus has.
     #[error(
         "the feature map takes {model_dim}-wide tokens but the corpus tokens are {corpus_dim} wide"

@@ -136,6 +136,22 @@ impl WeightSolver {
     /// If the corpus width differs from the sample's.
     #[track_caller]
     pub fn fit<T: AsRef<[f32]> + Sync>(&self, corpus: &MultiVectors<T>) -> Vec<f32> {
+        self.fit_with_progress(corpus, &|_| {})
+    }
+
+    /// As [`WeightSolver::fit`], calling `done(documents_fitted)` as chunks
+    /// finish (from worker threads).
+    ///
+    /// # Panics
+    ///
+    /// If the corpus width differs from the sample's.
+    #[track_caller]
+    pub fn fit_with_progress<T: AsRef<[f32]> + Sync>(
+        &self,
+        corpus: &MultiVectors<T>,
+        done: &(dyn Fn(usize) + Sync),
+    ) -> Vec<f32> {
+        let finished = std::sync::atomic::AtomicUsize::new(0);
         assert_eq!(corpus.dim(), self.sample.dim(), "corpus width");
         let (s, h) = (self.n_sample, self.feature_dim);
         let mut weights = vec![0.0f32; corpus.len() * h];
@@ -152,6 +168,7 @@ impl WeightSolver {
                     row.iter_mut().for_each(|y| *y = (*y - mean) * inv_std);
                 }
                 matmul_a_b(out, targets, &self.pinv_t, n_docs, s, h);
+                done(finished.fetch_add(n_docs, std::sync::atomic::Ordering::Relaxed) + n_docs);
             });
         weights
     }

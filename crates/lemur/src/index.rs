@@ -1,12 +1,15 @@
 //! The index: a feature map, the document weights and the corpus tokens.
 
+use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 
 use lemur_io::{NpzOptions, TargetNorm, load_multivectors, load_npz};
 use lemur_maxsim::{Isa, MultiVectors};
 use lemur_mlp::FeatureMap;
 
 use crate::error::{IndexError, SearchError};
+use crate::fit::WeightSolver;
 use crate::weights::DocWeights;
 
 /// How many results and candidates a search returns.
@@ -52,6 +55,9 @@ pub struct Index<T = Vec<f32>> {
     pub(crate) corpus: MultiVectors<T>,
     pub(crate) target_norm: Option<TargetNorm>,
     pub(crate) isa: Isa,
+    /// The least-squares solver `W` was fitted with, when this index was
+    /// built in Rust; it fits documents added later.
+    pub(crate) solver: Option<Arc<WeightSolver>>,
 }
 
 impl<T: AsRef<[f32]> + Sync> Index<T> {
@@ -85,6 +91,7 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             corpus,
             target_norm: None,
             isa: Isa::detect(),
+            solver: None,
         })
     }
 
@@ -185,5 +192,27 @@ impl Index<Vec<f32>> {
         let mut index = Index::new(model.feature_map, weights, corpus)?;
         index.target_norm = model.target_norm;
         Ok(index)
+    }
+
+    /// Adds documents (`tokens` `[n_tokens, d]`, `counts` tokens per
+    /// document) without retraining: their weight rows are fitted with the
+    /// same sample pseudo-inverse and target normalisation the index was
+    /// built with, so they equal what a full rebuild with the same sample
+    /// and feature map would give. Returns the new documents' ids.
+    ///
+    /// Fails with [`IndexError::NoSolver`] for an index that was not built
+    /// in Rust (e.g. loaded from an export), and on invalid documents.
+    pub fn add_documents(
+        &mut self,
+        tokens: &[f32],
+        counts: &[usize],
+    ) -> Result<Range<u32>, IndexError> {
+        let solver = self.solver.clone().ok_or(IndexError::NoSolver)?;
+        let added = MultiVectors::new(tokens, self.dim(), counts)?;
+        let rows = DocWeights::new(solver.fit(&added), added.len(), self.feature_dim())?;
+        let first = self.len();
+        self.corpus.append(&added)?;
+        self.weights.append(&rows);
+        Ok(first as u32..self.len() as u32)
     }
 }

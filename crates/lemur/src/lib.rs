@@ -16,8 +16,9 @@
 //!
 //! [`Index`] holds the feature map, `W` and the corpus tokens. It is built
 //! from in-memory parts ([`Index::new`]), from the original LEMUR's
-//! LEMUR-NumPy export ([`Index::from_files`]), or by fitting `W` in Rust
-//! ([`WeightSolver`]). Threads: every stage runs on the current rayon pool,
+//! LEMUR-NumPy export ([`Index::from_files`]), or entirely in Rust with
+//! [`IndexBuilder`] (training targets, the feature map, least-squares `W`;
+//! documents can be added later with [`Index::add_documents`]). Threads: every stage runs on the current rayon pool,
 //! so `pool.install(|| index.search(..))` picks the thread count.
 //!
 //! The building blocks are separate crates, re-exported here:
@@ -50,6 +51,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod build;
 mod error;
 mod fit;
 mod index;
@@ -58,6 +60,7 @@ mod search;
 pub mod synthetic;
 mod weights;
 
+pub use build::{BuildConfig, BuildError, BuildReport, IndexBuilder, Stage};
 pub use error::{IndexError, SearchError};
 pub use fit::{FitError, WeightSolver};
 pub use index::{Hit, Index, SearchParams};

@@ -50,6 +50,18 @@ impl DocWeights {
         &self.values
     }
 
+    /// Appends validated rows of the same width.
+    ///
+    /// # Panics
+    ///
+    /// If the widths differ.
+    #[track_caller]
+    pub fn append(&mut self, rows: &DocWeights) {
+        assert_eq!(self.width, rows.width, "appending rows of another width");
+        self.values.extend_from_slice(&rows.values);
+        self.n_docs += rows.n_docs;
+    }
+
     /// Row `doc`.
     ///
     /// # Panics

@@ -1,0 +1,338 @@
+//! `IndexBuilder`: targets, training, the least-squares fit of `W`.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lemur_io::TargetNorm;
+use lemur_maxsim::{Isa, MultiVectors};
+use lemur_mlp::{FeatureMap, Network, Targets, TrainConfig, TrainReport, train};
+use thiserror::Error;
+
+use super::config::BuildConfig;
+use super::targets;
+use crate::IndexError;
+use crate::fit::{FitError, WeightSolver};
+use crate::index::Index;
+use crate::synthetic::Rng;
+use crate::weights::DocWeights;
+
+/// A build step, as reported to the progress callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Computing training targets (unit: documents).
+    Targets,
+    /// Training the feature map (unit: epochs).
+    Training,
+    /// Features of the fit sample and their pseudo-inverse (unit: steps).
+    Solver,
+    /// Fitting the weight rows (unit: documents).
+    FitWeights,
+}
+
+/// Why a build failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A configuration value is unusable.
+    #[error("invalid build config: {0}")]
+    Config(String),
+    /// The learn tokens are not `[L, d]` for the corpus width, or not
+    /// finite.
+    #[error("invalid learn tokens: {0}")]
+    Learn(#[from] lemur_maxsim::MultiVectorError),
+    /// The target budget cannot hold even one row of targets.
+    #[error("target budget of {budget} bytes cannot hold one row of {train_docs} targets")]
+    BudgetTooSmall {
+        /// The configured budget.
+        budget: u64,
+        /// Documents per target row.
+        train_docs: usize,
+    },
+    /// Fitting `W` failed.
+    #[error(transparent)]
+    Fit(#[from] FitError),
+    /// The trained parameters do not form a valid model (non-finite after
+    /// a diverging run).
+    #[error("training produced an invalid model: {0}")]
+    Model(#[from] lemur_mlp::MlpError),
+    /// Assembling the index failed.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+/// What a build did and how long each step took.
+#[derive(Debug, Clone)]
+pub struct BuildReport {
+    /// Learn rows actually used for training (after the memory budget).
+    pub learn_rows: usize,
+    /// Documents used as training outputs.
+    pub train_docs: usize,
+    /// The target normalisation.
+    pub norm: TargetNorm,
+    /// Training losses and the kept epoch (`None` for random features).
+    pub training: Option<TrainReport>,
+    /// Time computing targets.
+    pub targets_time: Duration,
+    /// Time training.
+    pub training_time: Duration,
+    /// Time for the sample features and pseudo-inverse.
+    pub solver_time: Duration,
+    /// Time fitting `W`.
+    pub fit_time: Duration,
+}
+
+/// Builds LEMUR indexes in Rust: no Python, no PyTorch.
+///
+/// Every stage runs on the current rayon pool; `pool.install(|| builder
+/// .build(..))` chooses the thread count. The same config (seed included)
+/// and thread count give a bit-identical index.
+pub struct IndexBuilder<'p> {
+    config: BuildConfig,
+    progress: Option<&'p (dyn Fn(Stage, usize, usize) + Sync)>,
+    isa: Isa,
+}
+
+/// `k` distinct indices below `n` (all of them, shuffled, when `k >= n`),
+/// in a deterministic order.
+fn sample_indices(n: usize, k: usize, rng: &mut Rng) -> Vec<usize> {
+    if k >= n {
+        let mut all: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            all.swap(i, rng.range(0, i + 1));
+        }
+        return all;
+    }
+    // Floyd's algorithm: k draws, no O(n) buffer.
+    let mut chosen = BTreeSet::new();
+    for j in n - k..n {
+        let t = rng.range(0, j + 1);
+        if !chosen.insert(t) {
+            chosen.insert(j);
+        }
+    }
+    chosen.into_iter().collect()
+}
+
+fn gather_rows(tokens: &[f32], dim: usize, rows: &[usize]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows.len() * dim);
+    for &row in rows {
+        out.extend_from_slice(&tokens[row * dim..(row + 1) * dim]);
+    }
+    out
+}
+
+impl<'p> IndexBuilder<'p> {
+    /// A builder with `config`.
+    pub fn new(config: BuildConfig) -> Self {
+        IndexBuilder {
+            config,
+            progress: None,
+            isa: Isa::detect(),
+        }
+    }
+
+    /// Reports `(stage, done, total)` as the build proceeds (called from
+    /// worker threads too, hence `Sync`).
+    pub fn progress(mut self, progress: &'p (dyn Fn(Stage, usize, usize) + Sync)) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BuildConfig {
+        &self.config
+    }
+
+    fn report(&self, stage: Stage, done: usize, total: usize) {
+        if let Some(progress) = self.progress {
+            progress(stage, done, total);
+        }
+    }
+
+    fn check_config(&self) -> Result<(), BuildError> {
+        let c = &self.config;
+        let bad = |what: &str| Err(BuildError::Config(what.to_owned()));
+        if c.final_hidden_dim == 0 || c.hidden_dims.contains(&0) {
+            return bad("layer widths must be at least 1");
+        }
+        if c.fit_sample == 0 || c.batch_size == 0 {
+            return bad("fit_sample and batch_size must be at least 1");
+        }
+        if c.epochs > 0 && (c.train_docs == 0 || c.learn_rows == 0) {
+            return bad("training needs train_docs >= 1 and learn_rows >= 1");
+        }
+        if !(c.learning_rate > 0.0 && c.learning_rate.is_finite()) {
+            return bad("learning_rate must be positive");
+        }
+        Ok(())
+    }
+
+    /// Builds an index over `corpus`. `learn` is a sample of tokens from
+    /// the query distribution (`[L, d]`); without it the corpus tokens are
+    /// used.
+    pub fn build(
+        &self,
+        corpus: MultiVectors,
+        learn: Option<&[f32]>,
+    ) -> Result<(Index, BuildReport), BuildError> {
+        self.check_config()?;
+        let c = &self.config;
+        let dim = corpus.dim();
+        let learn_tokens: &[f32] = match learn {
+            Some(tokens) => {
+                let rows = tokens.len() / dim;
+                MultiVectors::new(tokens, dim, &[rows])?;
+                tokens
+            }
+            None => corpus.tokens(),
+        };
+        let available = learn_tokens.len() / dim;
+        let mut rng = Rng::new(c.seed);
+
+        let train_docs = c.train_docs.min(corpus.len());
+        let docs = sample_indices(corpus.len(), train_docs, &mut rng);
+        let row_bytes = 4 * train_docs.max(1) as u64;
+        let budget_rows = (c.target_budget_bytes / row_bytes) as usize;
+        if c.epochs > 0 && budget_rows == 0 {
+            return Err(BuildError::BudgetTooSmall {
+                budget: c.target_budget_bytes,
+                train_docs,
+            });
+        }
+        // With no training the targets only provide the normalisation, so
+        // a small sample of rows estimates it.
+        let wanted_rows = if c.epochs > 0 {
+            c.learn_rows
+        } else {
+            c.learn_rows.min(4096)
+        };
+        let validation_rows = if c.epochs > 0 {
+            c.validation_rows.min(available / 2)
+        } else {
+            0
+        };
+        let learn_rows = wanted_rows
+            .min(budget_rows.max(1))
+            .min(available - validation_rows)
+            .max(1);
+        let picked = sample_indices(available, learn_rows + validation_rows, &mut rng);
+        let (train_rows, held_out) = picked.split_at(learn_rows.min(picked.len()));
+        let train_inputs = gather_rows(learn_tokens, dim, train_rows);
+
+        let started = Instant::now();
+        let total_docs = docs.len();
+        let targets = targets::compute(self.isa, &train_inputs, &corpus, &docs, &|done| {
+            self.report(Stage::Targets, done, total_docs)
+        });
+        let targets_time = started.elapsed();
+
+        let started = Instant::now();
+        let (feature_map, training) = if c.epochs == 0 {
+            let mut projection_rng = Rng::new(c.seed ^ 0xE1F0);
+            let h = c.final_hidden_dim;
+            let projection = (0..dim * h).map(|_| projection_rng.normal()).collect();
+            (FeatureMap::random(projection, dim, h)?, None)
+        } else {
+            let mut dims = vec![dim];
+            dims.extend_from_slice(&c.hidden_dims);
+            dims.push(c.final_hidden_dim);
+            let mut network = Network::<f32>::new(&dims, docs.len(), c.activation, c.seed);
+            let validation_inputs = gather_rows(learn_tokens, dim, held_out);
+            let validation_targets = (!held_out.is_empty()).then(|| {
+                let raw = targets::compute(self.isa, &validation_inputs, &corpus, &docs, &|_| {});
+                // Normalise with the training statistics, not their own.
+                let (mean, std) = (raw.norm.mean, raw.norm.std);
+                raw.values
+                    .iter()
+                    .map(|v| (v * std + mean - targets.norm.mean) / targets.norm.std)
+                    .collect::<Vec<f32>>()
+            });
+            let config = TrainConfig {
+                epochs: c.epochs,
+                batch_size: c.batch_size,
+                learning_rate: c.learning_rate,
+                beta1: c.beta1,
+                beta2: c.beta2,
+                eps: c.eps,
+                grad_clip: c.grad_clip,
+                seed: c.seed,
+                threads: rayon::current_num_threads(),
+            };
+            let validation = validation_targets
+                .as_deref()
+                .map(|v| (validation_inputs.as_slice(), Targets::ByOutput(v)));
+            let report = train(
+                &mut network,
+                &train_inputs,
+                Targets::ByOutput(&targets.values),
+                validation,
+                &config,
+                &mut |done, total| self.report(Stage::Training, done, total),
+            );
+            (network.to_feature_map()?, Some(report))
+        };
+        let training_time = started.elapsed();
+        let norm = targets.norm;
+        drop(targets);
+
+        let fit_rows = sample_indices(available, c.fit_sample, &mut rng);
+        let fit_tokens = gather_rows(learn_tokens, dim, &fit_rows);
+        let (index, solver_time, fit_time) = self.fit(feature_map, norm, &fit_tokens, corpus)?;
+        let report = BuildReport {
+            learn_rows: train_rows.len(),
+            train_docs: docs.len(),
+            norm,
+            training,
+            targets_time,
+            training_time,
+            solver_time,
+            fit_time,
+        };
+        Ok((index, report))
+    }
+
+    /// Builds an index from an existing feature map and target
+    /// normalisation, fitting only `W` on `fit_tokens` (`[s, d]`). This is
+    /// the build step that adding documents repeats.
+    pub fn build_with_feature_map(
+        &self,
+        feature_map: FeatureMap,
+        norm: TargetNorm,
+        fit_tokens: &[f32],
+        corpus: MultiVectors,
+    ) -> Result<Index, BuildError> {
+        Ok(self.fit(feature_map, norm, fit_tokens, corpus)?.0)
+    }
+
+    fn fit(
+        &self,
+        feature_map: FeatureMap,
+        norm: TargetNorm,
+        fit_tokens: &[f32],
+        corpus: MultiVectors,
+    ) -> Result<(Index, Duration, Duration), BuildError> {
+        if feature_map.input_dim() != corpus.dim() {
+            return Err(IndexError::DimMismatch {
+                model_dim: feature_map.input_dim(),
+                corpus_dim: corpus.dim(),
+            }
+            .into());
+        }
+        let started = Instant::now();
+        self.report(Stage::Solver, 0, 1);
+        let solver = WeightSolver::new(&feature_map, fit_tokens, norm)?;
+        self.report(Stage::Solver, 1, 1);
+        let solver_time = started.elapsed();
+        let started = Instant::now();
+        let total = corpus.len();
+        let weights =
+            solver.fit_with_progress(&corpus, &|done| self.report(Stage::FitWeights, done, total));
+        let fit_time = started.elapsed();
+        let weights = DocWeights::new(weights, corpus.len(), feature_map.output_dim())?;
+        let mut index = Index::new(feature_map, weights, corpus)?;
+        index.target_norm = Some(norm);
+        index.solver = Some(Arc::new(solver));
+        Ok((index, solver_time, fit_time))
+    }
+}

@@ -1,0 +1,8 @@
+//! Building an index in Rust: training targets, the feature map, `W`.
+
+mod builder;
+mod config;
+mod targets;
+
+pub use builder::{BuildError, BuildReport, IndexBuilder, Stage};
+pub use config::BuildConfig;
