@@ -10,15 +10,34 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use lemur::topk::top_k_rows;
 use lemur::{Isa, SearchParams};
-use lemur_bench::{QUERY_TOKENS, pool, workload};
+use lemur_bench::{QUERY_TOKENS, fma_peak, fma_peak_flop, pool, workload};
 
 const N_DOCS: usize = 10_000;
 const BATCH: usize = 1000;
+const RERANK_BATCH: usize = 200;
 const PARAMS: SearchParams = SearchParams {
     k: 10,
     n_candidates: 200,
 };
 const THREADS: [usize; 2] = [1, 2];
+
+/// The machine's FMA peak, per thread count, for reading the rerank's
+/// GFLOP/s against.
+fn peak(c: &mut Criterion) {
+    const ITERATIONS: usize = 1 << 22;
+    let lanes = fma_peak(1).1;
+    let mut group = c.benchmark_group("peak");
+    for threads in THREADS {
+        let pool = pool(threads);
+        group.throughput(Throughput::Elements(
+            threads as u64 * fma_peak_flop(ITERATIONS, lanes),
+        ));
+        group.bench_function(BenchmarkId::new("fma", format!("{threads}t")), |b| {
+            b.iter(|| pool.broadcast(|_| fma_peak(ITERATIONS).0))
+        });
+    }
+    group.finish();
+}
 
 fn stages(c: &mut Criterion) {
     let w = workload(N_DOCS, BATCH);
@@ -26,7 +45,16 @@ fn stages(c: &mut Criterion) {
     let features = index.query_features(queries);
     let candidates = index.candidates(&features, PARAMS.n_candidates);
     let dim = index.dim();
-    let candidate_tokens: usize = candidates
+    // The rerank is timed on the first 200 queries: its GFLOP/s does not
+    // depend on the batch size, and the scalar level is slow.
+    let rerank_queries = lemur::MultiVectors::new(
+        queries.tokens()[..RERANK_BATCH * QUERY_TOKENS * index.dim()].to_vec(),
+        index.dim(),
+        &[QUERY_TOKENS; RERANK_BATCH],
+    )
+    .expect("a prefix of valid queries");
+    let rerank_candidates = &candidates[..RERANK_BATCH];
+    let candidate_tokens: usize = rerank_candidates
         .iter()
         .flatten()
         .map(|&d| index.corpus().token_count(d as usize))
@@ -55,7 +83,11 @@ fn stages(c: &mut Criterion) {
             let index = index.clone().with_isa(isa);
             group.bench_function(
                 BenchmarkId::new(isa.level().name(), format!("{threads}t")),
-                |b| b.iter(|| pool.install(|| index.rerank(queries, &candidates, PARAMS.k))),
+                |b| {
+                    b.iter(|| {
+                        pool.install(|| index.rerank(&rerank_queries, rerank_candidates, PARAMS.k))
+                    })
+                },
             );
         }
         group.finish();
@@ -96,6 +128,6 @@ criterion_group! {
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
-    targets = stages
+    targets = peak, stages
 }
 criterion_main!(benches);

@@ -48,3 +48,52 @@ pub fn pool(threads: usize) -> rayon::ThreadPool {
         .build()
         .expect("a thread pool")
 }
+
+/// A register-only FMA loop: 12 independent accumulator chains, no memory
+/// traffic. Its throughput is the machine's practical FMA peak, the
+/// yardstick the rerank kernel's GFLOP/s is read against.
+struct FmaPeak {
+    iterations: usize,
+}
+
+impl pulp::WithSimd for FmaPeak {
+    type Output = f32;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) -> f32 {
+        // Opaque inputs, so the compiler cannot fold the chains away.
+        let a = simd.splat_f32s(std::hint::black_box(0.999_9));
+        let b = simd.splat_f32s(std::hint::black_box(1e-4));
+        let mut acc = [simd.splat_f32s(std::hint::black_box(1.0)); 12];
+        for _ in 0..std::hint::black_box(self.iterations) {
+            for chain in &mut acc {
+                *chain = simd.mul_add_e_f32s(*chain, a, b);
+            }
+        }
+        let mut total = simd.splat_f32s(0.0);
+        for chain in acc {
+            total = simd.add_f32s(total, chain);
+        }
+        simd.reduce_sum_f32s(total)
+    }
+}
+
+/// FLOP one [`fma_peak`] call performs at `lanes` f32 lanes.
+pub fn fma_peak_flop(iterations: usize, lanes: usize) -> u64 {
+    (iterations * 12 * lanes * 2) as u64
+}
+
+/// Runs the FMA peak loop at the best level this CPU has; returns the
+/// result (so the loop is not optimised away) and the lane count used.
+pub fn fma_peak(iterations: usize) -> (f32, usize) {
+    let arch = pulp::Arch::new();
+    struct Lanes;
+    impl pulp::WithSimd for Lanes {
+        type Output = usize;
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _: S) -> usize {
+            S::F32_LANES
+        }
+    }
+    (arch.dispatch(FmaPeak { iterations }), arch.dispatch(Lanes))
+}

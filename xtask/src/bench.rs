@@ -14,6 +14,7 @@ struct Row {
     min_s: f64,
     max_s: f64,
     elements: Option<f64>,
+    written: std::time::SystemTime,
 }
 
 pub(crate) fn bench(filter: Option<&str>) -> Result<()> {
@@ -22,16 +23,19 @@ pub(crate) fn bench(filter: Option<&str>) -> Result<()> {
     if let Some(filter) = filter {
         command.arg(filter);
     }
+    let started = std::time::SystemTime::now();
     run(command)?;
     let mut rows = Vec::new();
     collect(&root().join("target/criterion"), &mut rows)?;
+    // Only what this run measured: criterion keeps older results too.
+    rows.retain(|row| row.written >= started);
     rows.sort_by(|a, b| a.name.cmp(&b.name));
     println!();
     println!("| benchmark | median | min | max | throughput (median) |");
     println!("|---|---|---|---|---|");
     for row in &rows {
         let throughput = match row.elements {
-            Some(n) if row.name.starts_with("rerank/") => {
+            Some(n) if row.name.starts_with("rerank/") || row.name.starts_with("peak/") => {
                 format!("{:.1} GFLOP/s", n / row.median_s / 1e9)
             }
             Some(n) => format!("{:.0} queries/s", n / row.median_s),
@@ -104,11 +108,13 @@ fn read_row(new: &Path) -> Result<Row> {
     let min_ns = per_iter.iter().copied().fold(f64::INFINITY, f64::min);
     let max_ns = per_iter.iter().copied().fold(0.0, f64::max);
     let elements = benchmark["throughput"]["Elements"].as_f64();
+    let written = std::fs::metadata(new.join("estimates.json"))?.modified()?;
     Ok(Row {
         name,
         median_s: median_ns / 1e9,
         min_s: min_ns / 1e9,
         max_s: max_ns / 1e9,
         elements,
+        written,
     })
 }

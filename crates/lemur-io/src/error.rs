@@ -93,6 +93,34 @@ pub enum LoadErrorKind {
         /// Width this block takes.
         found_in: usize,
     },
+    /// The index directory's format version is not one this build reads.
+    #[error("unsupported index format version {found} (this build reads version {supported})")]
+    UnsupportedVersion {
+        /// The version in the manifest.
+        found: u32,
+        /// The version this build reads and writes.
+        supported: u32,
+    },
+    /// The manifest is missing or not valid JSON of the expected shape.
+    #[error("invalid manifest: {0}")]
+    Manifest(String),
+    /// A file in the index directory is not listed in its manifest.
+    #[error("unexpected file {name:?} (not in the manifest)")]
+    UnexpectedFile {
+        /// The file's name.
+        name: String,
+    },
+    /// A file's contents do not match the checksum recorded when it was
+    /// written.
+    #[error("array {key:?}: checksum mismatch (expected crc32 {expected:08x}, found {found:08x})")]
+    Checksum {
+        /// The array.
+        key: String,
+        /// The recorded checksum.
+        expected: u32,
+        /// The checksum of the file as it is.
+        found: u32,
+    },
     /// The arrays are individually fine but do not form a valid model.
     #[error("invalid model: {0}")]
     Model(#[from] MlpError),

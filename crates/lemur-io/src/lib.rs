@@ -11,6 +11,10 @@
 //!   `tokens.npy` (`[N_tok, d]` float32) plus `counts.npy` (`[m]`, any of
 //!   int32/int64/uint32/uint64); [`save_multivectors`] writes one.
 //!
+//! - [`StoreWriter`] / [`Store`] are the crash-safe array directory the
+//!   on-disk index format is built on (generations, a checksummed JSON
+//!   manifest, memory-mapped arrays validated before use).
+//!
 //! Every error is a [`LoadError`] naming the file and, for arrays, the key,
 //! with the expected and found shape or dtype. Writes are atomic (temporary
 //! file, fsync, rename).
@@ -30,9 +34,11 @@ mod array;
 mod corpus;
 mod error;
 mod npz;
+mod store;
 mod write;
 
 pub use corpus::{load_multivectors, save_multivectors, write_npy};
 pub use error::{LoadError, LoadErrorKind};
 pub use npz::{ExportedModel, NpzOptions, TargetNorm, load_npz, save_npz};
+pub use store::{ArrayEntry, FORMAT_VERSION, MappedF32, Store, StoreWriter};
 pub use write::write_atomically;

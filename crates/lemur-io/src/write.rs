@@ -43,14 +43,18 @@ fn temp_sibling(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}-{unique}", std::process::id()))
 }
 
-/// Makes the rename itself durable (a no-op where directories cannot be
-/// opened, as on Windows).
+/// Makes the rename itself durable.
 fn sync_parent(path: &Path) -> io::Result<()> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    match File::open(parent) {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => sync_dir(p),
+        _ => sync_dir(Path::new(".")),
+    }
+}
+
+/// Syncs a directory's entries to disk (a no-op where directories cannot
+/// be opened, as on Windows).
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    match File::open(dir) {
         Ok(dir) => dir.sync_all().or(Ok(())),
         Err(_) => Ok(()),
     }

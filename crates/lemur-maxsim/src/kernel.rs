@@ -6,13 +6,18 @@
 //! pack X once per query: Xt[k][i] = x_i[k], i padded to a multiple of 16
 //! for each block of G query-lane vectors (G * lanes query tokens):
 //!     best[g] = -inf
-//!     for each block of R document tokens c_0..c_R:
+//!     for each block of R document tokens c_0..c_R (the last block
+//!     overlapping the previous one, since max is idempotent):
 //!         acc[r][g] = 0
 //!         for k in 0..dim:                    // R * G independent FMA chains
 //!             acc[r][g] += broadcast(c_r[k]) * Xt[k][g]
 //!         best[g] = max(best[g], acc[r][g])
 //!     total += best[..] in query-token order
 //! ```
+//!
+//! `(G, R)` is picked from the number of query vectors left and the size of
+//! the register file, so the `G * R` accumulator chains hide the FMA
+//! latency without spilling.
 //!
 //! Each lane accumulates one dot product sequentially over `k`, so every
 //! level sums in the same order; only fused (FMA) versus separate rounding
@@ -114,11 +119,26 @@ impl WithSimd for MaxSimOp<'_> {
         let mut total = 0.0f32;
         let mut g0 = 0;
         while g0 < used_vectors {
-            let step = match used_vectors - g0 {
-                1 => query_block::<S, 1, 8>(simd, &scan, g0, &mut total, maxima.as_deref_mut()),
-                2 => query_block::<S, 2, 6>(simd, &scan, g0, &mut total, maxima.as_deref_mut()),
-                3 => query_block::<S, 3, 4>(simd, &scan, g0, &mut total, maxima.as_deref_mut()),
-                _ => query_block::<S, 4, 3>(simd, &scan, g0, &mut total, maxima.as_deref_mut()),
+            // Register blocks: `G * R` accumulators plus `G` query vectors
+            // and one broadcast must fit the register file (16 vector
+            // registers for AVX2 and scalar, 32 for AVX-512).
+            let remaining = used_vectors - g0;
+            let maxima = maxima.as_deref_mut();
+            let step = if S::F32_LANES == 1 {
+                // Scalar: one lane per "vector", so block many of them.
+                query_block::<S, 4, 3>(simd, &scan, g0, &mut total, maxima)
+            } else if S::REGISTER_COUNT >= 32 {
+                match remaining {
+                    1 => query_block::<S, 1, 16>(simd, &scan, g0, &mut total, maxima),
+                    2 => query_block::<S, 2, 12>(simd, &scan, g0, &mut total, maxima),
+                    3 => query_block::<S, 3, 8>(simd, &scan, g0, &mut total, maxima),
+                    _ => query_block::<S, 4, 6>(simd, &scan, g0, &mut total, maxima),
+                }
+            } else {
+                match remaining {
+                    1 => query_block::<S, 1, 12>(simd, &scan, g0, &mut total, maxima),
+                    _ => query_block::<S, 2, 6>(simd, &scan, g0, &mut total, maxima),
+                }
             };
             g0 += step;
         }
@@ -162,12 +182,13 @@ fn query_block<S: Simd, const G: usize, const R: usize>(
     } = *scan;
     let dim = query.dim;
     let mut best = [simd.splat_f32s(f32::NEG_INFINITY); G];
-    let mut blocks = doc.chunks_exact(R * dim);
-    for block in &mut blocks {
-        token_block::<S, G, R>(simd, xt, row_vectors, g0, block, dim, &mut best);
-    }
-    for token in blocks.remainder().chunks_exact(dim) {
-        token_block::<S, G, 1>(simd, xt, row_vectors, g0, token, dim, &mut best);
+    let n_tokens = doc.len() / dim;
+    if n_tokens >= R {
+        scan_tokens::<S, G, R>(simd, xt, row_vectors, g0, doc, dim, &mut best);
+    } else if n_tokens >= 2 {
+        scan_tokens::<S, G, 2>(simd, xt, row_vectors, g0, doc, dim, &mut best);
+    } else {
+        token_block::<S, G, 1>(simd, xt, row_vectors, g0, doc, dim, &mut best);
     }
 
     // Spill the maxima and add the real tokens' ones in order, so the sum is
@@ -187,6 +208,31 @@ fn query_block<S: Simd, const G: usize, const R: usize>(
         maxima[first_token..first_token + real].copy_from_slice(&lanes_out[..real]);
     }
     G
+}
+
+/// All of a document's tokens (at least `R`) in blocks of `R`. A partial
+/// last block is replaced by the last `R` tokens: they overlap tokens
+/// already seen, which is harmless because the maximum is idempotent, and
+/// it keeps every block at full width instead of a latency-bound tail.
+#[inline(always)]
+fn scan_tokens<S: Simd, const G: usize, const R: usize>(
+    simd: S,
+    xt: &[S::f32s],
+    row_vectors: usize,
+    g0: usize,
+    doc: &[f32],
+    dim: usize,
+    best: &mut [S::f32s; G],
+) {
+    let n_tokens = doc.len() / dim;
+    let mut blocks = doc.chunks_exact(R * dim);
+    for block in &mut blocks {
+        token_block::<S, G, R>(simd, xt, row_vectors, g0, block, dim, best);
+    }
+    if !blocks.remainder().is_empty() {
+        let last = &doc[(n_tokens - R) * dim..];
+        token_block::<S, G, R>(simd, xt, row_vectors, g0, last, dim, best);
+    }
 }
 
 /// `R` document tokens against `G` query vectors: `R * G` independent

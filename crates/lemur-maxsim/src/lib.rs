@@ -38,10 +38,12 @@ mod kernel;
 mod level;
 mod multivec;
 pub mod naive;
+mod prefetch;
 mod rerank;
 
 pub use kernel::PackedQuery;
 pub use lemur_topk::Hit;
 pub use level::{Isa, Level};
 pub use multivec::{MultiVectorError, MultiVectors};
+pub use prefetch::prefetch;
 pub use rerank::{Reranker, maxsim, maxsim_packed, score_candidates, token_maxima};

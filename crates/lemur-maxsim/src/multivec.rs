@@ -114,6 +114,48 @@ impl<T: AsRef<[f32]>> MultiVectors<T> {
         })
     }
 
+    /// Wraps `tokens` with explicit row offsets (`offsets[0] = 0`, one more
+    /// than the number of sets, strictly increasing, ending at the token
+    /// rows), checking the structure but **not** scanning the values.
+    ///
+    /// For memory-mapped corpora whose contents are covered by a checksum
+    /// checked separately: opening stays O(number of sets) and never
+    /// touches the token pages. A non-finite value can only make scores
+    /// wrong, never cause undefined behaviour.
+    pub fn with_offsets(
+        tokens: T,
+        dim: usize,
+        offsets: Vec<usize>,
+    ) -> Result<Self, MultiVectorError> {
+        if dim == 0 {
+            return Err(MultiVectorError::ZeroDim);
+        }
+        let len = tokens.as_ref().len();
+        if !len.is_multiple_of(dim) {
+            return Err(MultiVectorError::RaggedRows { len, dim });
+        }
+        let rows = len / dim;
+        if offsets.first() != Some(&0) || offsets.last() != Some(&rows) {
+            return Err(MultiVectorError::CountsMismatch {
+                sum: offsets.last().copied().unwrap_or(0) as u128,
+                rows,
+            });
+        }
+        if offsets.len() - 1 > u32::MAX as usize {
+            return Err(MultiVectorError::TooManySets {
+                count: offsets.len() - 1,
+            });
+        }
+        if let Some(index) = offsets.windows(2).position(|w| w[1] <= w[0]) {
+            return Err(MultiVectorError::EmptySet { index });
+        }
+        Ok(Self {
+            tokens,
+            dim,
+            offsets,
+        })
+    }
+
     /// Number of sets (documents or queries).
     pub fn len(&self) -> usize {
         self.offsets.len() - 1

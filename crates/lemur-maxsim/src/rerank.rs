@@ -3,7 +3,7 @@
 use lemur_topk::{Hit, TopK};
 
 use crate::kernel::{MaxSimOp, PackedQuery};
-use crate::{Isa, MultiVectors};
+use crate::{Isa, MultiVectors, prefetch};
 
 /// Exact MaxSim of a packed query against one document (`[n, dim]`,
 /// row-major, `n >= 1`).
@@ -83,7 +83,10 @@ pub fn score_candidates<T: AsRef<[f32]>>(
 ) {
     assert_eq!(candidates.len(), scores.len());
     assert_eq!(query.dim(), corpus.dim(), "query and corpus widths differ");
-    for (&doc, score) in candidates.iter().zip(scores) {
+    for (i, (&doc, score)) in candidates.iter().zip(scores).enumerate() {
+        if let Some(&next) = candidates.get(i + 1) {
+            prefetch(corpus.get(next as usize));
+        }
         *score = maxsim_packed(isa, query, corpus.get(doc as usize));
     }
 }
@@ -124,7 +127,10 @@ impl Reranker {
     ) -> Vec<Hit> {
         self.packed.repack(query, corpus.dim());
         self.best.reset(k.min(candidates.len()));
-        for &doc in candidates {
+        for (i, &doc) in candidates.iter().enumerate() {
+            if let Some(&next) = candidates.get(i + 1) {
+                prefetch(corpus.get(next as usize));
+            }
             let score = maxsim_packed(self.isa, &self.packed, corpus.get(doc as usize));
             self.best.push(doc, score);
         }

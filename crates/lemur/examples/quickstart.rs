@@ -7,7 +7,6 @@
 
 use std::time::Instant;
 
-use lemur::maxsim::Reranker;
 use lemur::{BuildConfig, IndexBuilder, Isa, SearchParams, Stage, synthetic};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -102,28 +101,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Ground truth: exact MaxSim against every document (the SIMD kernel
     // over the whole corpus, which is what LEMUR avoids).
     let started = Instant::now();
-    let all: Vec<u32> = (0..n_docs as u32).collect();
-    let truth: Vec<Vec<u32>> = pool.install(|| {
-        use rayon::prelude::*;
-        (0..queries.len())
-            .into_par_iter()
-            .map_init(
-                || Reranker::new(Isa::detect()),
-                |reranker, q| {
-                    reranker
-                        .rerank(queries.get(q), &data.corpus, &all, 10)
-                        .iter()
-                        .map(|h| h.id)
-                        .collect()
-                },
-            )
-            .collect()
-    });
+    let truth = pool.install(|| index.exhaustive_search(&queries, 10));
     let brute_time = started.elapsed();
     let found: usize = results
         .iter()
         .zip(&truth)
-        .map(|(hits, exact)| hits.iter().filter(|h| exact.contains(&h.doc)).count())
+        .map(|(hits, exact)| {
+            hits.iter()
+                .filter(|h| exact.iter().any(|e| e.doc == h.doc))
+                .count()
+        })
         .sum();
     println!(
         "recall@10 against exact brute force: {:.3} (brute force took {brute_time:.2?}, {:.1}x slower than LEMUR)",

@@ -54,6 +54,17 @@ pub enum IndexError {
         /// The feature map's `h`.
         feature_dim: usize,
     },
+    /// The weight solver could not be rebuilt for adding documents.
+    #[error(transparent)]
+    Fit(#[from] crate::fit::FitError),
+    /// The index directory's metadata does not describe a valid index.
+    #[error("{path}: {reason}")]
+    Format {
+        /// The index directory.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// Documents can only be added to an index built in Rust, which keeps
     /// the least-squares solver its weights were fitted with.
     #[error(

@@ -47,6 +47,9 @@ pub enum FitError {
 pub struct WeightSolver {
     /// `(Z^+)^T`, row-major `[s, h]`: `W_chunk = Y_chunk^T (Z^+)^T`.
     pinv_t: Vec<f32>,
+    /// The sample rows as given (`[s, d]`), kept so the solver can be saved
+    /// and rebuilt.
+    sample_tokens: Vec<f32>,
     sample: PackedQuery,
     n_sample: usize,
     feature_dim: usize,
@@ -85,6 +88,7 @@ impl WeightSolver {
         let pinv_t = pseudo_inverse_transposed(&z, s, h).ok_or(FitError::Svd)?;
         Ok(WeightSolver {
             pinv_t,
+            sample_tokens: sample.to_vec(),
             sample: PackedQuery::new(sample, d),
             n_sample: s,
             feature_dim: h,
@@ -121,6 +125,11 @@ impl WeightSolver {
             mean: mean as f32,
             std: (var.sqrt() as f32).max(f32::MIN_POSITIVE),
         }
+    }
+
+    /// The token sample (`[s, d]`) the solver was built from.
+    pub fn sample_tokens(&self) -> &[f32] {
+        &self.sample_tokens
     }
 
     /// The target normalisation used.

@@ -8,6 +8,7 @@ use lemur_io::{NpzOptions, TargetNorm, load_multivectors, load_npz};
 use lemur_maxsim::{Isa, MultiVectors};
 use lemur_mlp::FeatureMap;
 
+use crate::build::BuildConfig;
 use crate::error::{IndexError, SearchError};
 use crate::fit::WeightSolver;
 use crate::weights::DocWeights;
@@ -57,7 +58,22 @@ pub struct Index<T = Vec<f32>> {
     pub(crate) isa: Isa,
     /// The least-squares solver `W` was fitted with, when this index was
     /// built in Rust; it fits documents added later.
-    pub(crate) solver: Option<Arc<WeightSolver>>,
+    pub(crate) solver: Option<SolverState>,
+    /// The configuration the index was built with, when built in Rust.
+    pub(crate) build_config: Option<BuildConfig>,
+}
+
+/// The weight solver of an index built in Rust.
+#[derive(Debug, Clone)]
+pub(crate) enum SolverState {
+    /// Ready to fit rows.
+    Ready(Arc<WeightSolver>),
+    /// Loaded from disk: the sample and normalisation are known, and the
+    /// pseudo-inverse is recomputed the first time documents are added.
+    Saved {
+        sample: Arc<Vec<f32>>,
+        norm: TargetNorm,
+    },
 }
 
 impl<T: AsRef<[f32]> + Sync> Index<T> {
@@ -92,6 +108,7 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             target_norm: None,
             isa: Isa::detect(),
             solver: None,
+            build_config: None,
         })
     }
 
@@ -141,6 +158,12 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
     /// The corpus tokens.
     pub fn corpus(&self) -> &MultiVectors<T> {
         &self.corpus
+    }
+
+    /// The configuration this index was built with, when it was built in
+    /// Rust.
+    pub fn build_config(&self) -> Option<&BuildConfig> {
+        self.build_config.as_ref()
     }
 
     /// The training-target normalisation, when known (needed to add
@@ -207,7 +230,14 @@ impl Index<Vec<f32>> {
         tokens: &[f32],
         counts: &[usize],
     ) -> Result<Range<u32>, IndexError> {
-        let solver = self.solver.clone().ok_or(IndexError::NoSolver)?;
+        let solver = match self.solver.take() {
+            Some(SolverState::Ready(solver)) => solver,
+            Some(SolverState::Saved { sample, norm }) => {
+                Arc::new(WeightSolver::new(&self.feature_map, &sample, norm)?)
+            }
+            None => return Err(IndexError::NoSolver),
+        };
+        self.solver = Some(SolverState::Ready(solver.clone()));
         let added = MultiVectors::new(tokens, self.dim(), counts)?;
         let rows = DocWeights::new(solver.fit(&added), added.len(), self.feature_dim())?;
         let first = self.len();

@@ -56,6 +56,7 @@ mod error;
 mod fit;
 mod index;
 pub mod naive;
+mod persist;
 mod search;
 pub mod synthetic;
 mod weights;
@@ -64,9 +65,10 @@ pub use build::{BuildConfig, BuildError, BuildReport, IndexBuilder, Stage};
 pub use error::{IndexError, SearchError};
 pub use fit::{FitError, WeightSolver};
 pub use index::{Hit, Index, SearchParams};
-pub use lemur_io::TargetNorm;
+pub use lemur_io::{MappedF32, TargetNorm};
 pub use lemur_maxsim::{Isa, Level, MultiVectors};
 pub use lemur_mlp::{Activation, FeatureMap};
+pub use persist::{MappedIndex, current_generation};
 pub use weights::DocWeights;
 
 /// Loading and saving files (`lemur-io`).

@@ -4,7 +4,7 @@
 //! count with `ThreadPool::install`), and every matrix product inside a
 //! rayon task is sequential: one level of parallelism, never nested.
 
-use lemur_maxsim::{MultiVectors, PackedQuery, maxsim_packed};
+use lemur_maxsim::{MultiVectors, PackedQuery, score_candidates};
 use lemur_mlp::gemm::matmul_a_bt;
 use lemur_topk::TopK;
 use rayon::prelude::*;
@@ -159,6 +159,23 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         all
     }
 
+    /// Exact brute-force search: MaxSim of every query against every
+    /// document, keeping the best `k`. This is what LEMUR avoids; it is the
+    /// ground truth recall is measured against.
+    ///
+    /// # Panics
+    ///
+    /// If the queries' width is not the index's.
+    #[track_caller]
+    pub fn exhaustive_search<Q: AsRef<[f32]> + Sync>(
+        &self,
+        queries: &MultiVectors<Q>,
+        k: usize,
+    ) -> Vec<Vec<Hit>> {
+        let every_document: Vec<u32> = (0..self.len() as u32).collect();
+        self.rerank(queries, &vec![every_document; queries.len()], k)
+    }
+
     /// Stages 4 and 5: exact MaxSim of each query against its candidates,
     /// keeping the best `k`. Work is split into small chunks of candidates
     /// across all queries, so one query alone still uses every thread.
@@ -199,9 +216,7 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         }
         let isa = self.isa;
         tasks.into_par_iter().for_each(|(q, chunk, out)| {
-            for (&doc, score) in chunk.iter().zip(out.iter_mut()) {
-                *score = maxsim_packed(isa, &packed[q], self.corpus.get(doc as usize));
-            }
+            score_candidates(isa, &packed[q], &self.corpus, chunk, out);
         });
 
         let mut offset = 0;

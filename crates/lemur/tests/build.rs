@@ -2,9 +2,8 @@
 
 use std::sync::Mutex;
 
-use lemur::maxsim::Reranker;
 use lemur::synthetic::{self, CorpusSpec, SyntheticCorpus};
-use lemur::{BuildConfig, BuildError, Index, IndexBuilder, IndexError, Isa, SearchParams, Stage};
+use lemur::{BuildConfig, BuildError, Index, IndexBuilder, IndexError, SearchParams, Stage};
 
 fn data(n_docs: usize, seed: u64) -> SyntheticCorpus {
     synthetic::corpus(&CorpusSpec {
@@ -45,14 +44,12 @@ fn recall(index: &Index, data: &SyntheticCorpus, n_candidates: usize) -> f64 {
             },
         )
         .unwrap();
-    let all: Vec<u32> = (0..index.len() as u32).collect();
-    let mut reranker = Reranker::new(Isa::detect());
+    let exact = index.exhaustive_search(&queries, 10);
     let mut found = 0;
-    for (q, hits) in results.iter().enumerate() {
-        let exact = reranker.rerank(queries.get(q), &data.corpus, &all, 10);
+    for (hits, exact) in results.iter().zip(&exact) {
         found += hits
             .iter()
-            .filter(|h| exact.iter().any(|e| e.id == h.doc))
+            .filter(|h| exact.iter().any(|e| e.doc == h.doc))
             .count();
     }
     found as f64 / (10 * results.len()) as f64

@@ -13,7 +13,7 @@ use super::config::BuildConfig;
 use super::targets;
 use crate::IndexError;
 use crate::fit::{FitError, WeightSolver};
-use crate::index::Index;
+use crate::index::{Index, SolverState};
 use crate::synthetic::Rng;
 use crate::weights::DocWeights;
 
@@ -332,7 +332,8 @@ impl<'p> IndexBuilder<'p> {
         let weights = DocWeights::new(weights, corpus.len(), feature_map.output_dim())?;
         let mut index = Index::new(feature_map, weights, corpus)?;
         index.target_norm = Some(norm);
-        index.solver = Some(Arc::new(solver));
+        index.solver = Some(SolverState::Ready(Arc::new(solver)));
+        index.build_config = Some(self.config.clone());
         Ok((index, solver_time, fit_time))
     }
 }

@@ -1,0 +1,143 @@
+//! Recall versus candidates, build time per stage and peak memory, on the
+//! W10k synthetic corpus, for a random-feature index and a trained one.
+//!
+//! `cargo run --release -p lemur-bench --bin recall -- [threads] [learn_rows] [train_docs] [epochs]`
+//!
+//! Ground truth is exact brute-force MaxSim top-10 over every document
+//! (the SIMD kernel over the whole corpus). Prints a markdown table.
+
+use std::time::Instant;
+
+use lemur::synthetic::{self, CorpusSpec};
+use lemur::{BuildConfig, Index, IndexBuilder, MultiVectors, SearchParams};
+
+const CANDIDATES: [usize; 5] = [50, 100, 200, 400, 1000];
+
+/// The process's peak resident memory so far (Linux `VmHWM`), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn recall_row(index: &Index, queries: &MultiVectors, truth: &[Vec<u32>]) -> Vec<f64> {
+    CANDIDATES
+        .iter()
+        .map(|&n_candidates| {
+            let results = index
+                .search_batch(
+                    queries,
+                    SearchParams {
+                        k: 10,
+                        n_candidates,
+                    },
+                )
+                .expect("valid queries");
+            let found: usize = results
+                .iter()
+                .zip(truth)
+                .map(|(hits, exact)| hits.iter().filter(|h| exact.contains(&h.doc)).count())
+                .sum();
+            found as f64 / (10 * truth.len()) as f64
+        })
+        .collect()
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse())
+        .collect::<Result<_, _>>()?;
+    let threads = args.first().copied().unwrap_or(2);
+    let learn_rows = args.get(1).copied().unwrap_or(100_000);
+    let train_docs = args.get(2).copied().unwrap_or(8192);
+    let epochs = args.get(3).copied().unwrap_or(10);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
+
+    let data = synthetic::corpus(&CorpusSpec::colbert_10k());
+    let queries = data.queries(1000, 32, 1);
+    let before_build = peak_rss_mib().unwrap_or(0.0);
+    println!(
+        "W10k: {} docs, {} tokens; peak RSS with the corpus loaded: {before_build:.0} MiB",
+        data.corpus.len(),
+        data.corpus.n_tokens()
+    );
+
+    let started = Instant::now();
+    // Exhaustive exact search over the corpus; any index over it will do.
+    let exhaustive = Index::new(
+        synthetic::random_features(data.corpus.dim(), 1, 0),
+        lemur::DocWeights::new(vec![0.0; data.corpus.len()], data.corpus.len(), 1)?,
+        data.corpus.clone(),
+    )?;
+    let truth: Vec<Vec<u32>> = pool
+        .install(|| exhaustive.exhaustive_search(&queries, 10))
+        .into_iter()
+        .map(|hits| hits.iter().map(|h| h.doc).collect())
+        .collect();
+    drop(exhaustive);
+    println!(
+        "exact brute-force top-10 for {} queries: {:.1?}",
+        queries.len(),
+        started.elapsed()
+    );
+
+    let variants = [
+        (
+            "random features (epochs = 0)",
+            BuildConfig {
+                epochs: 0,
+                ..BuildConfig::default()
+            },
+        ),
+        (
+            "trained",
+            BuildConfig {
+                epochs,
+                learn_rows,
+                train_docs,
+                ..BuildConfig::default()
+            },
+        ),
+    ];
+    println!();
+    println!(
+        "| variant | k'=50 | k'=100 | k'=200 | k'=400 | k'=1000 | targets | training | pinv | W | peak RSS |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for (name, config) in variants {
+        let started = Instant::now();
+        let (index, report) =
+            pool.install(|| IndexBuilder::new(config.clone()).build(data.corpus.clone(), None))?;
+        let build_time = started.elapsed();
+        let peak = peak_rss_mib().unwrap_or(0.0);
+        let recalls = pool.install(|| recall_row(&index, &queries, &truth));
+        let cells: Vec<String> = recalls.iter().map(|r| format!("{r:.3}")).collect();
+        let training = match &report.training {
+            Some(t) => format!(
+                "{:.1?} ({} epochs, {:.1?}/epoch, best {:?})",
+                report.training_time,
+                t.train_losses.len(),
+                report.training_time / t.train_losses.len().max(1) as u32,
+                t.best_epoch
+            ),
+            None => "none".to_owned(),
+        };
+        println!(
+            "| {name} ({} learn rows x {} docs, h = {}) | {} | {:.1?} | {training} | {:.1?} | {:.1?} ({:.2?}/1k docs) | {peak:.0} MiB |",
+            report.learn_rows,
+            report.train_docs,
+            config.final_hidden_dim,
+            cells.join(" | "),
+            report.targets_time,
+            report.solver_time,
+            report.fit_time,
+            report.fit_time / 10,
+        );
+        eprintln!("{name}: built in {build_time:.1?}");
+    }
+    Ok(())
+}

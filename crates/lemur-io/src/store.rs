@@ -1,0 +1,516 @@
+//! A crash-safe directory of named `.npy` arrays with a JSON manifest: the
+//! container of the on-disk index format (see `docs/FORMAT.md`).
+//!
+//! ```text
+//! IDX/CURRENT              the name of the live generation, e.g. "gen-000002"
+//! IDX/gen-000002/manifest.json
+//! IDX/gen-000002/<array>.npy
+//! ```
+//!
+//! A commit writes a whole new generation directory, syncs it, then
+//! replaces `CURRENT` atomically (temporary file + rename), and only then
+//! removes older generations. A crash at any point leaves `CURRENT` naming
+//! a complete generation: the old one or the new one.
+
+// Memory-mapping a file is the one `unsafe` operation here (see `map_f32`).
+#![allow(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{LoadError, LoadErrorKind};
+use crate::write::{sync_dir, write_atomically};
+
+/// The index format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+const CURRENT: &str = "CURRENT";
+const MANIFEST: &str = "manifest.json";
+
+/// One array as the manifest records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArrayEntry {
+    /// File name inside the generation directory.
+    pub file: String,
+    /// Element type: `"f32"` or `"u64"` (little-endian).
+    pub dtype: String,
+    /// Shape, row-major.
+    pub shape: Vec<usize>,
+    /// Size of the whole `.npy` file in bytes.
+    pub bytes: u64,
+    /// CRC-32 of the whole `.npy` file.
+    pub crc32: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    format_version: u32,
+    arrays: BTreeMap<String, ArrayEntry>,
+    metadata: serde_json::Value,
+}
+
+/// The `.npy` v1 header for a little-endian C-order array, padded so the
+/// data starts on a 64-byte boundary (as numpy writes it).
+fn npy_header(descr: &str, shape: &[usize]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape_text = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut dict =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
+    let unpadded = 10 + dict.len() + 1;
+    dict.push_str(&" ".repeat((64 - unpadded % 64) % 64));
+    dict.push('\n');
+    let mut header = b"\x93NUMPY\x01\x00".to_vec();
+    header.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    header.extend_from_slice(dict.as_bytes());
+    header
+}
+
+fn descr(dtype: &str) -> Option<(&'static str, usize)> {
+    match dtype {
+        "f32" => Some(("<f4", 4)),
+        "u64" => Some(("<u8", 8)),
+        _ => None,
+    }
+}
+
+fn store_error(path: &Path, kind: LoadErrorKind) -> LoadError {
+    LoadError::new(path, kind)
+}
+
+/// Writes a new generation of an array directory.
+#[derive(Debug)]
+pub struct StoreWriter {
+    root: PathBuf,
+    generation: String,
+    arrays: BTreeMap<String, ArrayEntry>,
+}
+
+impl StoreWriter {
+    /// Starts a new generation under `root` (created if missing). Fails if
+    /// `root` exists, is not empty, and is not an array directory, so user
+    /// files are never overwritten.
+    pub fn new(root: impl AsRef<Path>) -> Result<StoreWriter, LoadError> {
+        let root = root.as_ref().to_path_buf();
+        let io = |e| store_error(&root, LoadErrorKind::Io(e));
+        fs::create_dir_all(&root).map_err(io)?;
+        let mut highest = 0u64;
+        let mut foreign = false;
+        for entry in fs::read_dir(&root).map_err(io)? {
+            let name = entry
+                .map_err(io)?
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            match name
+                .strip_prefix("gen-")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                Some(n) => highest = highest.max(n),
+                None if name == CURRENT || name.starts_with(".CURRENT.tmp") => {}
+                None => foreign = true,
+            }
+        }
+        if foreign && !root.join(CURRENT).is_file() {
+            return Err(store_error(
+                &root,
+                LoadErrorKind::Manifest(
+                    "the directory exists and is not an index; refusing to overwrite it".into(),
+                ),
+            ));
+        }
+        let generation = format!("gen-{:06}", highest + 1);
+        fs::create_dir(root.join(&generation)).map_err(io)?;
+        Ok(StoreWriter {
+            root,
+            generation,
+            arrays: BTreeMap::new(),
+        })
+    }
+
+    fn write(
+        &mut self,
+        name: &str,
+        dtype: &str,
+        shape: &[usize],
+        bytes: &[u8],
+    ) -> Result<(), LoadError> {
+        let file = format!("{name}.npy");
+        let path = self.root.join(&self.generation).join(&file);
+        let (descr, _) = descr(dtype).expect("known dtype");
+        let header = npy_header(descr, shape);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&header);
+        crc.update(bytes);
+        let write = || -> std::io::Result<()> {
+            let mut out = BufWriter::new(File::create(&path)?);
+            out.write_all(&header)?;
+            out.write_all(bytes)?;
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()
+        };
+        write().map_err(|e| store_error(&path, LoadErrorKind::Io(e)))?;
+        self.arrays.insert(
+            name.to_owned(),
+            ArrayEntry {
+                file,
+                dtype: dtype.to_owned(),
+                shape: shape.to_vec(),
+                bytes: (header.len() + bytes.len()) as u64,
+                crc32: crc.finalize(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Adds an f32 array.
+    ///
+    /// # Panics
+    ///
+    /// If `values` does not have `shape`'s number of elements.
+    #[track_caller]
+    pub fn f32(&mut self, name: &str, shape: &[usize], values: &[f32]) -> Result<(), LoadError> {
+        assert_eq!(
+            values.len(),
+            shape.iter().product::<usize>(),
+            "{name}: values do not match the shape"
+        );
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.write(name, "f32", shape, &bytes)
+    }
+
+    /// Adds a u64 array.
+    ///
+    /// # Panics
+    ///
+    /// If `values` does not have `shape`'s number of elements.
+    #[track_caller]
+    pub fn u64(&mut self, name: &str, shape: &[usize], values: &[u64]) -> Result<(), LoadError> {
+        assert_eq!(
+            values.len(),
+            shape.iter().product::<usize>(),
+            "{name}: values do not match the shape"
+        );
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.write(name, "u64", shape, &bytes)
+    }
+
+    /// Writes the manifest, syncs the generation, makes it current and
+    /// removes older generations.
+    pub fn commit(self, metadata: serde_json::Value) -> Result<(), LoadError> {
+        let dir = self.root.join(&self.generation);
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            arrays: self.arrays,
+            metadata,
+        };
+        let text = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
+        let manifest_path = dir.join(MANIFEST);
+        write_atomically(&manifest_path, |file| file.write_all(&text))
+            .map_err(|e| store_error(&manifest_path, LoadErrorKind::Io(e)))?;
+        sync_dir(&dir).map_err(|e| store_error(&dir, LoadErrorKind::Io(e)))?;
+        let current = self.root.join(CURRENT);
+        let generation = self.generation.clone();
+        write_atomically(&current, |file| {
+            file.write_all(format!("{generation}\n").as_bytes())
+        })
+        .map_err(|e| store_error(&current, LoadErrorKind::Io(e)))?;
+        // Older generations are garbage now; failing to remove one loses
+        // nothing, so errors are ignored.
+        if let Ok(entries) = fs::read_dir(&self.root) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with("gen-") && name != self.generation {
+                    let _ = fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An f32 array memory-mapped from an index directory, validated before
+/// use (header, size, alignment).
+#[derive(Debug)]
+pub struct MappedF32 {
+    map: Mmap,
+    offset: usize,
+    len: usize,
+}
+
+impl AsRef<[f32]> for MappedF32 {
+    fn as_ref(&self) -> &[f32] {
+        bytemuck::cast_slice(&self.map[self.offset..self.offset + 4 * self.len])
+    }
+}
+
+/// An opened, validated array directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+    manifest: Manifest,
+}
+
+impl Store {
+    /// Opens the current generation of `root`: reads `CURRENT` and the
+    /// manifest, checks the format version, and checks that the directory
+    /// holds exactly the manifest's files with the recorded sizes. Array
+    /// contents are checked when read.
+    pub fn open(root: impl AsRef<Path>) -> Result<Store, LoadError> {
+        let root = root.as_ref();
+        let current_path = root.join(CURRENT);
+        let current = fs::read_to_string(&current_path)
+            .map_err(|e| store_error(&current_path, LoadErrorKind::Io(e)))?;
+        let generation = current.trim();
+        if !generation.starts_with("gen-")
+            || generation.contains(['/', '\\'])
+            || generation.contains("..")
+        {
+            return Err(store_error(
+                &current_path,
+                LoadErrorKind::Manifest(format!("CURRENT names {generation:?}, not a generation")),
+            ));
+        }
+        let dir = root.join(generation);
+        let manifest_path = dir.join(MANIFEST);
+        let text = fs::read(&manifest_path)
+            .map_err(|e| store_error(&manifest_path, LoadErrorKind::Io(e)))?;
+        let manifest: Manifest = serde_json::from_slice(&text)
+            .map_err(|e| store_error(&manifest_path, LoadErrorKind::Manifest(e.to_string())))?;
+        if manifest.format_version != FORMAT_VERSION {
+            return Err(store_error(
+                &manifest_path,
+                LoadErrorKind::UnsupportedVersion {
+                    found: manifest.format_version,
+                    supported: FORMAT_VERSION,
+                },
+            ));
+        }
+        let mut expected: BTreeMap<&str, (&str, &ArrayEntry)> = BTreeMap::new();
+        for (name, entry) in &manifest.arrays {
+            if entry.file.contains(['/', '\\'])
+                || entry.file == MANIFEST
+                || descr(&entry.dtype).is_none()
+            {
+                return Err(store_error(
+                    &manifest_path,
+                    LoadErrorKind::Manifest(format!("bad entry for array {name:?}")),
+                ));
+            }
+            expected.insert(entry.file.as_str(), (name.as_str(), entry));
+        }
+        let io = |e| store_error(&dir, LoadErrorKind::Io(e));
+        let mut seen = 0;
+        for entry in fs::read_dir(&dir).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == MANIFEST {
+                continue;
+            }
+            let Some((key, array)) = expected.get(name.as_str()) else {
+                return Err(store_error(
+                    &entry.path(),
+                    LoadErrorKind::UnexpectedFile { name },
+                ));
+            };
+            let size = entry.metadata().map_err(io)?.len();
+            if size != array.bytes {
+                return Err(store_error(
+                    &entry.path(),
+                    LoadErrorKind::Corrupt {
+                        key: (*key).to_owned(),
+                        reason: format!(
+                            "{size} bytes on disk, {} recorded (truncated or overwritten)",
+                            array.bytes
+                        ),
+                    },
+                ));
+            }
+            seen += 1;
+        }
+        if seen != expected.len() {
+            let missing = expected
+                .iter()
+                .find(|(file, _)| !dir.join(file).is_file())
+                .map(|(_, (key, _))| (*key).to_owned());
+            return Err(store_error(
+                &dir,
+                LoadErrorKind::MissingArray {
+                    key: missing.unwrap_or_default(),
+                },
+            ));
+        }
+        Ok(Store { dir, manifest })
+    }
+
+    /// The generation directory being read.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The metadata the writer committed.
+    pub fn metadata(&self) -> &serde_json::Value {
+        &self.manifest.metadata
+    }
+
+    /// Names of every array.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.manifest.arrays.keys().map(String::as_str)
+    }
+
+    /// The manifest entry of `name`.
+    pub fn entry(&self, name: &str) -> Result<&ArrayEntry, LoadError> {
+        self.manifest.arrays.get(name).ok_or_else(|| {
+            store_error(
+                &self.dir,
+                LoadErrorKind::MissingArray {
+                    key: name.to_owned(),
+                },
+            )
+        })
+    }
+
+    /// The entry, its path, and the byte offset of its data after checking
+    /// the header against the manifest.
+    fn check(
+        &self,
+        name: &str,
+        dtype: &str,
+        bytes: &[u8],
+    ) -> Result<(&ArrayEntry, usize), LoadError> {
+        let entry = self.entry(name)?;
+        let path = self.dir.join(&entry.file);
+        if entry.dtype != dtype {
+            return Err(store_error(
+                &path,
+                LoadErrorKind::Dtype {
+                    key: name.to_owned(),
+                    expected: if dtype == "f32" { "f32" } else { "u64" },
+                    found: entry.dtype.clone(),
+                },
+            ));
+        }
+        let (descr, width) = descr(dtype).expect("known dtype");
+        let header = npy_header(descr, &entry.shape);
+        let data_bytes = entry
+            .shape
+            .iter()
+            .try_fold(width, |acc, &d| acc.checked_mul(d));
+        let corrupt = |reason: &str| {
+            store_error(
+                &path,
+                LoadErrorKind::Corrupt {
+                    key: name.to_owned(),
+                    reason: reason.to_owned(),
+                },
+            )
+        };
+        match data_bytes {
+            Some(n) if bytes.len() == header.len() + n && bytes.starts_with(&header) => {
+                Ok((entry, header.len()))
+            }
+            Some(_) if !bytes.starts_with(&header) => {
+                Err(corrupt("the .npy header does not match the manifest"))
+            }
+            _ => Err(corrupt("the file size does not match the manifest's shape")),
+        }
+    }
+
+    fn verify_crc(&self, name: &str, entry: &ArrayEntry, bytes: &[u8]) -> Result<(), LoadError> {
+        let found = crc32fast::hash(bytes);
+        if found != entry.crc32 {
+            return Err(store_error(
+                &self.dir.join(&entry.file),
+                LoadErrorKind::Checksum {
+                    key: name.to_owned(),
+                    expected: entry.crc32,
+                    found,
+                },
+            ));
+        }
+        Ok(())
+    }
+
+    fn read_bytes(&self, name: &str) -> Result<Vec<u8>, LoadError> {
+        let entry = self.entry(name)?;
+        let path = self.dir.join(&entry.file);
+        let mut bytes = Vec::new();
+        File::open(&path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(|e| store_error(&path, LoadErrorKind::Io(e)))?;
+        Ok(bytes)
+    }
+
+    /// Reads an f32 array into memory, verifying its checksum.
+    pub fn read_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), LoadError> {
+        let bytes = self.read_bytes(name)?;
+        let (entry, offset) = self.check(name, "f32", &bytes)?;
+        self.verify_crc(name, entry, &bytes)?;
+        let values = bytes[offset..]
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Ok((entry.shape.clone(), values))
+    }
+
+    /// Reads a u64 array into memory, verifying its checksum.
+    pub fn read_u64(&self, name: &str) -> Result<(Vec<usize>, Vec<u64>), LoadError> {
+        let bytes = self.read_bytes(name)?;
+        let (entry, offset) = self.check(name, "u64", &bytes)?;
+        self.verify_crc(name, entry, &bytes)?;
+        let values = bytes[offset..]
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .collect();
+        Ok((entry.shape.clone(), values))
+    }
+
+    /// Memory-maps an f32 array without copying it. The header, size and
+    /// alignment are checked before use, so a corrupt file is an error and
+    /// never undefined behaviour; the checksum, which needs every byte, is
+    /// checked only with `verify` (opening stays O(1) in the array size).
+    pub fn map_f32(&self, name: &str, verify: bool) -> Result<(Vec<usize>, MappedF32), LoadError> {
+        let entry = self.entry(name)?;
+        let path = self.dir.join(&entry.file);
+        let file = File::open(&path).map_err(|e| store_error(&path, LoadErrorKind::Io(e)))?;
+        // SAFETY: the map is read-only and private to this process. Another
+        // process truncating or rewriting the file while it is mapped would
+        // break that; index generations are never modified after commit
+        // (a new generation is written instead), which is the contract of
+        // this format.
+        let map =
+            unsafe { Mmap::map(&file) }.map_err(|e| store_error(&path, LoadErrorKind::Io(e)))?;
+        let (entry, offset) = self.check(name, "f32", &map)?;
+        if verify {
+            self.verify_crc(name, entry, &map)?;
+        }
+        if !(map.as_ptr() as usize + offset).is_multiple_of(std::mem::align_of::<f32>()) {
+            return Err(store_error(
+                &path,
+                LoadErrorKind::Corrupt {
+                    key: name.to_owned(),
+                    reason: "misaligned data".into(),
+                },
+            ));
+        }
+        let len = entry.shape.iter().product();
+        Ok((entry.shape.clone(), MappedF32 { map, offset, len }))
+    }
+
+    /// Verifies the checksum of every array.
+    pub fn verify(&self) -> Result<(), LoadError> {
+        for (name, entry) in &self.manifest.arrays {
+            let bytes = self.read_bytes(name)?;
+            self.verify_crc(name, entry, &bytes)?;
+        }
+        Ok(())
+    }
+}

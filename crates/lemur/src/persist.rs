@@ -1,0 +1,324 @@
+//! Saving and opening index directories (format: `docs/FORMAT.md`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use lemur_io::{MappedF32, Store, StoreWriter, TargetNorm};
+use lemur_maxsim::MultiVectors;
+use lemur_mlp::{Activation, Block, FeatureMap};
+use serde::{Deserialize, Serialize};
+
+use crate::build::BuildConfig;
+use crate::error::IndexError;
+use crate::index::{Index, SolverState};
+use crate::weights::DocWeights;
+
+/// The metadata part of the manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Metadata {
+    dim: usize,
+    n_docs: usize,
+    n_tokens: usize,
+    feature_dim: usize,
+    feature_map: FeatureMapMeta,
+    target_norm: Option<NormMeta>,
+    solver_norm: Option<NormMeta>,
+    build_config: Option<BuildConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum FeatureMapMeta {
+    Mlp {
+        activation: String,
+        widths: Vec<usize>,
+    },
+    Random,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NormMeta {
+    mean: f32,
+    std: f32,
+}
+
+impl From<TargetNorm> for NormMeta {
+    fn from(norm: TargetNorm) -> Self {
+        NormMeta {
+            mean: norm.mean,
+            std: norm.std,
+        }
+    }
+}
+
+impl From<NormMeta> for TargetNorm {
+    fn from(norm: NormMeta) -> Self {
+        TargetNorm {
+            mean: norm.mean,
+            std: norm.std,
+        }
+    }
+}
+
+fn format_error(path: &Path, reason: impl Into<String>) -> IndexError {
+    IndexError::Format {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+impl<T: AsRef<[f32]> + Sync> Index<T> {
+    /// Saves the index as a directory, atomically: a new generation is
+    /// written and synced beside the old one, then made current in one
+    /// rename. A crash at any point leaves the previous index (or the new
+    /// one) intact and loadable.
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<(), IndexError> {
+        let mut writer = StoreWriter::new(dir)?;
+        let feature_map = match self.feature_map.blocks() {
+            Some(blocks) => {
+                let mut widths = vec![self.dim()];
+                for (i, block) in blocks.iter().enumerate() {
+                    let (o, n) = (block.out_dim(), block.in_dim());
+                    writer.f32(&format!("layer_{i}_weight"), &[o, n], block.weight())?;
+                    writer.f32(&format!("layer_{i}_bias"), &[o], block.bias())?;
+                    writer.f32(&format!("layer_{i}_ln_weight"), &[o], block.ln_gain())?;
+                    writer.f32(&format!("layer_{i}_ln_bias"), &[o], block.ln_bias())?;
+                    widths.push(o);
+                }
+                FeatureMapMeta::Mlp {
+                    activation: self.feature_map.activation().name().to_owned(),
+                    widths,
+                }
+            }
+            None => {
+                let projection = self
+                    .feature_map
+                    .projection()
+                    .expect("a map is blocks or a projection");
+                writer.f32("projection", &[self.dim(), self.feature_dim()], projection)?;
+                FeatureMapMeta::Random
+            }
+        };
+        writer.f32(
+            "W",
+            &[self.len(), self.feature_dim()],
+            self.weights.values(),
+        )?;
+        writer.f32(
+            "tokens",
+            &[self.corpus.n_tokens(), self.dim()],
+            self.corpus.tokens(),
+        )?;
+        let offsets: Vec<u64> = self.corpus.offsets().iter().map(|&o| o as u64).collect();
+        writer.u64("offsets", &[offsets.len()], &offsets)?;
+        let solver_norm = match &self.solver {
+            Some(SolverState::Ready(solver)) => {
+                let sample = solver.sample_tokens();
+                writer.f32(
+                    "solver_sample",
+                    &[sample.len() / self.dim(), self.dim()],
+                    sample,
+                )?;
+                Some(solver.norm().into())
+            }
+            Some(SolverState::Saved { sample, norm }) => {
+                writer.f32(
+                    "solver_sample",
+                    &[sample.len() / self.dim(), self.dim()],
+                    sample,
+                )?;
+                Some((*norm).into())
+            }
+            None => None,
+        };
+        let metadata = Metadata {
+            dim: self.dim(),
+            n_docs: self.len(),
+            n_tokens: self.corpus.n_tokens(),
+            feature_dim: self.feature_dim(),
+            feature_map,
+            target_norm: self.target_norm.map(Into::into),
+            solver_norm,
+            build_config: self.build_config.clone(),
+        };
+        writer.commit(serde_json::to_value(metadata).expect("metadata serialises"))?;
+        Ok(())
+    }
+}
+
+/// Reads everything but the corpus tokens, validated, and assembles an
+/// index around `corpus`.
+fn assemble<T: AsRef<[f32]> + Sync>(
+    root: &Path,
+    store: &Store,
+    metadata: Metadata,
+    tokens: T,
+) -> Result<Index<T>, IndexError> {
+    let dir = store.dir().to_path_buf();
+    let (offset_shape, offsets) = store.read_u64("offsets")?;
+    if offset_shape != [metadata.n_docs + 1] {
+        return Err(format_error(
+            root,
+            format!(
+                "offsets has shape {offset_shape:?}, not [{}]",
+                metadata.n_docs + 1
+            ),
+        ));
+    }
+    let offsets: Vec<usize> = offsets
+        .into_iter()
+        .map(usize::try_from)
+        .collect::<Result<_, _>>()
+        .map_err(|_| format_error(&dir, "offsets do not fit in usize"))?;
+    let corpus = MultiVectors::with_offsets(tokens, metadata.dim, offsets)?;
+    if corpus.n_tokens() != metadata.n_tokens {
+        return Err(format_error(
+            root,
+            "the token count disagrees with the manifest",
+        ));
+    }
+    let feature_map = match &metadata.feature_map {
+        FeatureMapMeta::Mlp { activation, widths } => {
+            let activation = Activation::from_name(activation)
+                .ok_or_else(|| format_error(root, format!("unknown activation {activation:?}")))?;
+            if widths.len() < 2
+                || widths[0] != metadata.dim
+                || widths[widths.len() - 1] != metadata.feature_dim
+            {
+                return Err(format_error(
+                    root,
+                    format!(
+                        "layer widths {widths:?} do not go from {} to {}",
+                        metadata.dim, metadata.feature_dim
+                    ),
+                ));
+            }
+            let mut blocks = Vec::with_capacity(widths.len() - 1);
+            for (i, pair) in widths.windows(2).enumerate() {
+                let read = |suffix: &str, shape: &[usize]| -> Result<Vec<f32>, IndexError> {
+                    let key = format!("layer_{i}_{suffix}");
+                    let (found, values) = store.read_f32(&key)?;
+                    if found != shape {
+                        return Err(format_error(
+                            &dir,
+                            format!("{key} has shape {found:?}, not {shape:?}"),
+                        ));
+                    }
+                    Ok(values)
+                };
+                let (n, o) = (pair[0], pair[1]);
+                blocks.push(Block::new(
+                    i,
+                    read("weight", &[o, n])?,
+                    n,
+                    o,
+                    read("bias", &[o])?,
+                    read("ln_weight", &[o])?,
+                    read("ln_bias", &[o])?,
+                )?);
+            }
+            FeatureMap::mlp(blocks, activation)?
+        }
+        FeatureMapMeta::Random => {
+            let (shape, projection) = store.read_f32("projection")?;
+            if shape != [metadata.dim, metadata.feature_dim] {
+                return Err(format_error(
+                    &dir,
+                    format!("projection has shape {shape:?}"),
+                ));
+            }
+            FeatureMap::random(projection, metadata.dim, metadata.feature_dim)?
+        }
+    };
+    let (w_shape, w) = store.read_f32("W")?;
+    if w_shape != [metadata.n_docs, metadata.feature_dim] {
+        return Err(format_error(
+            &dir,
+            format!(
+                "W has shape {w_shape:?}, not [{}, {}]",
+                metadata.n_docs, metadata.feature_dim
+            ),
+        ));
+    }
+    let weights = DocWeights::new(w, metadata.n_docs, metadata.feature_dim)?;
+    let mut index = Index::new(feature_map, weights, corpus)?;
+    index.target_norm = metadata.target_norm.map(Into::into);
+    index.build_config = metadata.build_config;
+    index.solver = match metadata.solver_norm {
+        Some(norm) => {
+            let (shape, sample) = store.read_f32("solver_sample")?;
+            if shape.len() != 2 || shape[1] != metadata.dim || shape[0] == 0 {
+                return Err(format_error(
+                    &dir,
+                    format!("solver_sample has shape {shape:?}"),
+                ));
+            }
+            Some(SolverState::Saved {
+                sample: Arc::new(sample),
+                norm: norm.into(),
+            })
+        }
+        None => None,
+    };
+    Ok(index)
+}
+
+fn open_store(dir: &Path) -> Result<(Store, Metadata), IndexError> {
+    let store = Store::open(dir)?;
+    let metadata: Metadata = serde_json::from_value(store.metadata().clone())
+        .map_err(|e| format_error(&store.dir().join("manifest.json"), format!("metadata: {e}")))?;
+    if metadata.dim == 0 || metadata.feature_dim == 0 {
+        return Err(format_error(dir, "zero widths"));
+    }
+    Ok((store, metadata))
+}
+
+/// An index whose corpus tokens are memory-mapped from its directory.
+pub type MappedIndex = Index<MappedF32>;
+
+impl Index<MappedF32> {
+    /// Opens a saved index without copying the corpus: the tokens are
+    /// memory-mapped, everything else is read and checksum-verified. The
+    /// structure of the token file (header, size, alignment) and the
+    /// document offsets are validated before use; the token checksum,
+    /// which needs every byte, is verified by [`Index::open_verified`].
+    pub fn open(dir: impl AsRef<Path>) -> Result<MappedIndex, IndexError> {
+        Self::open_with(dir.as_ref(), false)
+    }
+
+    /// As [`Index::open`], also verifying the token file's checksum (reads
+    /// the whole corpus once).
+    pub fn open_verified(dir: impl AsRef<Path>) -> Result<MappedIndex, IndexError> {
+        Self::open_with(dir.as_ref(), true)
+    }
+
+    fn open_with(dir: &Path, verify: bool) -> Result<MappedIndex, IndexError> {
+        let (store, metadata) = open_store(dir)?;
+        let (shape, tokens) = store.map_f32("tokens", verify)?;
+        if shape != [metadata.n_tokens, metadata.dim] {
+            return Err(format_error(dir, format!("tokens has shape {shape:?}")));
+        }
+        assemble(dir, &store, metadata, tokens)
+    }
+}
+
+impl Index<Vec<f32>> {
+    /// Loads a saved index fully into memory, verifying every checksum.
+    /// Use this to add documents to a saved index: load, add, save.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Index, IndexError> {
+        let dir = dir.as_ref();
+        let (store, metadata) = open_store(dir)?;
+        let (shape, tokens) = store.read_f32("tokens")?;
+        if shape != [metadata.n_tokens, metadata.dim] {
+            return Err(format_error(dir, format!("tokens has shape {shape:?}")));
+        }
+        assemble(dir, &store, metadata, tokens)
+    }
+}
+
+/// Where an index directory's current data lives (for tools and tests).
+pub fn current_generation(dir: impl AsRef<Path>) -> Result<PathBuf, IndexError> {
+    Ok(Store::open(dir)?.dir().to_path_buf())
+}
