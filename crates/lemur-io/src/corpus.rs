@@ -56,6 +56,19 @@ pub fn load_multivectors(
         .map_err(|err| LoadError::new(counts_path, LoadErrorKind::Corpus(err)))
 }
 
+/// Loads a float32 `[rows, cols]` matrix from a `.npy` file (e.g. a
+/// sample of learn tokens), checked finite. Returns the values row-major
+/// and the shape.
+pub fn load_matrix(path: impl AsRef<Path>) -> Result<(Vec<f32>, usize, usize), LoadError> {
+    let path = path.as_ref();
+    let key = file_key(path);
+    let array = Source::Npy(path)
+        .read_f32(&key, "[rows, cols]", 2)
+        .map_err(|kind| LoadError::new(path, kind))?;
+    let (rows, cols) = (array.shape()[0], array.shape()[1]);
+    Ok((standard_vec(array), rows, cols))
+}
+
 /// Writes a ragged set as `tokens.npy` (float32 `[N_tok, d]`) and
 /// `counts.npy` (int64 `[m]`), each atomically.
 pub fn save_multivectors<T: AsRef<[f32]>>(

@@ -1,0 +1,452 @@
+//! The subcommands.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use lemur::io::{load_matrix, load_multivectors, write_atomically};
+use lemur::{
+    BuildConfig, Hit, Index, IndexBuilder, MappedIndex, MultiVectors, SearchParams, synthetic,
+};
+use serde_json::json;
+
+use crate::Command;
+use crate::eval;
+use crate::progress::{StageBars, spinner};
+
+/// How to report.
+pub(crate) struct Output {
+    pub(crate) quiet: bool,
+    pub(crate) json: bool,
+}
+
+impl Output {
+    /// An informational line (suppressed by `--quiet` and `--json`).
+    fn note(&self, line: impl AsRef<str>) {
+        if !self.quiet && !self.json {
+            eprintln!("{}", line.as_ref());
+        }
+    }
+
+    pub(crate) fn print_json(&self, value: serde_json::Value) {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).expect("JSON serialises")
+        );
+    }
+}
+
+pub(crate) fn dispatch(command: Command, out: &Output) -> Result<()> {
+    match command {
+        Command::Build {
+            tokens,
+            counts,
+            learn,
+            config,
+            out: dir,
+        } => build(
+            &tokens,
+            &counts,
+            learn.as_deref(),
+            config.as_deref(),
+            &dir,
+            out,
+        ),
+        Command::Import {
+            npz,
+            tokens,
+            counts,
+            out: dir,
+        } => import(&npz, &tokens, &counts, &dir, out),
+        Command::Add {
+            index,
+            tokens,
+            counts,
+        } => add(&index, &tokens, &counts, out),
+        Command::Search {
+            index,
+            queries,
+            query_counts,
+            k,
+            candidates,
+            out: run,
+        } => search(
+            &index,
+            &queries,
+            &query_counts,
+            SearchParams {
+                k,
+                n_candidates: candidates,
+            },
+            run.as_deref(),
+            out,
+        ),
+        Command::Eval {
+            index,
+            queries,
+            query_counts,
+            k,
+            candidates,
+            qrels,
+        } => eval::eval(
+            &index,
+            &queries,
+            &query_counts,
+            SearchParams {
+                k,
+                n_candidates: candidates,
+            },
+            qrels.as_deref(),
+            out,
+        ),
+        Command::Info { index } => info(&index, out),
+        Command::Demo { docs } => demo(docs, out),
+    }
+}
+
+pub(crate) fn load_corpus(tokens: &Path, counts: &Path, quiet: bool) -> Result<MultiVectors> {
+    let bar = spinner(quiet, "loading token vectors");
+    let set = load_multivectors(tokens, counts)?;
+    bar.finish_and_clear();
+    Ok(set)
+}
+
+pub(crate) fn open_index(dir: &Path, quiet: bool) -> Result<MappedIndex> {
+    let bar = spinner(quiet, "opening index");
+    let index = Index::open(dir).with_context(|| format!("cannot open index {}", dir.display()))?;
+    bar.finish_and_clear();
+    Ok(index)
+}
+
+fn save(index: &Index, dir: &Path, out: &Output) -> Result<()> {
+    let bar = spinner(out.quiet || out.json, "saving index");
+    index
+        .save(dir)
+        .with_context(|| format!("cannot save index {}", dir.display()))?;
+    bar.finish_and_clear();
+    Ok(())
+}
+
+fn read_config(path: Option<&Path>) -> Result<BuildConfig> {
+    let Some(path) = path else {
+        return Ok(BuildConfig::default());
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|span| text[..span.start].lines().count().max(1));
+        let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
+        anyhow::anyhow!(
+            "{}: invalid build config{at}: {}",
+            path.display(),
+            e.message().trim()
+        )
+    })
+}
+
+fn build(
+    tokens: &Path,
+    counts: &Path,
+    learn: Option<&Path>,
+    config: Option<&Path>,
+    dir: &Path,
+    out: &Output,
+) -> Result<()> {
+    let config = read_config(config)?;
+    let corpus = load_corpus(tokens, counts, out.quiet || out.json)?;
+    let learn = match learn {
+        Some(path) => {
+            let (values, _, cols) = load_matrix(path)?;
+            if cols != corpus.dim() {
+                bail!(
+                    "{}: learn tokens are {cols} wide but the corpus tokens are {} wide",
+                    path.display(),
+                    corpus.dim()
+                );
+            }
+            Some(values)
+        }
+        None => None,
+    };
+    let bars = StageBars::new(out.quiet || out.json);
+    let started = Instant::now();
+    let progress = |stage, done, total| bars.update(stage, done, total);
+    let (index, report) = IndexBuilder::new(config)
+        .progress(&progress)
+        .build(corpus, learn.as_deref())?;
+    bars.finish();
+    save(&index, dir, out)?;
+    let summary = json!({
+        "index": dir,
+        "documents": index.len(),
+        "feature_dim": index.feature_dim(),
+        "learn_rows": report.learn_rows,
+        "train_docs": report.train_docs,
+        "best_epoch": report.training.as_ref().and_then(|t| t.best_epoch),
+        "seconds": {
+            "targets": report.targets_time.as_secs_f64(),
+            "training": report.training_time.as_secs_f64(),
+            "pseudo_inverse": report.solver_time.as_secs_f64(),
+            "fit_weights": report.fit_time.as_secs_f64(),
+            "total": started.elapsed().as_secs_f64(),
+        },
+    });
+    if out.json {
+        out.print_json(summary);
+    } else if !out.quiet {
+        println!(
+            "built {} ({} documents, h = {}) in {:.1?}",
+            dir.display(),
+            index.len(),
+            index.feature_dim(),
+            started.elapsed()
+        );
+    }
+    Ok(())
+}
+
+fn import(npz: &Path, tokens: &Path, counts: &Path, dir: &Path, out: &Output) -> Result<()> {
+    let bar = spinner(out.quiet || out.json, "importing");
+    let index = Index::from_files(npz, tokens, counts)?;
+    bar.finish_and_clear();
+    save(&index, dir, out)?;
+    if out.json {
+        out.print_json(
+            json!({ "index": dir, "documents": index.len(), "feature_dim": index.feature_dim() }),
+        );
+    } else if !out.quiet {
+        println!("imported {} documents into {}", index.len(), dir.display());
+    }
+    Ok(())
+}
+
+fn add(dir: &Path, tokens: &Path, counts: &Path, out: &Output) -> Result<()> {
+    let added = load_corpus(tokens, counts, out.quiet || out.json)?;
+    let bar = spinner(out.quiet || out.json, "loading index");
+    let mut index =
+        Index::load(dir).with_context(|| format!("cannot load index {}", dir.display()))?;
+    bar.finish_and_clear();
+    if added.dim() != index.dim() {
+        bail!(
+            "{}: tokens are {} wide but the index's are {}",
+            tokens.display(),
+            added.dim(),
+            index.dim()
+        );
+    }
+    let bar = spinner(out.quiet || out.json, "fitting new documents");
+    let counts: Vec<usize> = added.counts().collect();
+    let ids = index.add_documents(added.tokens(), &counts)?;
+    bar.finish_and_clear();
+    save(&index, dir, out)?;
+    if out.json {
+        out.print_json(json!({ "index": dir, "added": ids.len(), "first_id": ids.start, "documents": index.len() }));
+    } else if !out.quiet {
+        println!(
+            "added documents {}..{} to {} ({} documents)",
+            ids.start,
+            ids.end,
+            dir.display(),
+            index.len()
+        );
+    }
+    Ok(())
+}
+
+fn write_run(hits: &[Vec<Hit>], writer: &mut dyn Write) -> std::io::Result<()> {
+    for (query, hits) in hits.iter().enumerate() {
+        for hit in hits {
+            writeln!(writer, "{query}\t{}\t{}", hit.doc, hit.score)?;
+        }
+    }
+    Ok(())
+}
+
+fn search(
+    dir: &Path,
+    queries: &Path,
+    counts: &Path,
+    params: SearchParams,
+    run: Option<&Path>,
+    out: &Output,
+) -> Result<()> {
+    let index = open_index(dir, out.quiet)?;
+    let queries_set = load_corpus(queries, counts, out.quiet)?;
+    if queries_set.dim() != index.dim() {
+        bail!(
+            "{}: query tokens are {} wide but the index's are {}",
+            queries.display(),
+            queries_set.dim(),
+            index.dim()
+        );
+    }
+    let bar = spinner(out.quiet, "searching");
+    let started = Instant::now();
+    let hits = index.search_batch(&queries_set, params)?;
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    match run {
+        Some(path) => {
+            write_atomically(path, |file| {
+                let mut writer = std::io::BufWriter::new(file);
+                write_run(&hits, &mut writer)?;
+                writer.flush()
+            })
+            .with_context(|| format!("cannot write {}", path.display()))?;
+            out.note(format!(
+                "{} queries in {elapsed:.2?}; run written to {}",
+                hits.len(),
+                path.display()
+            ));
+        }
+        None if out.json => out.print_json(json!(
+            hits.iter()
+                .map(|q| q
+                    .iter()
+                    .map(|h| json!({ "doc": h.doc, "score": h.score }))
+                    .collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        )),
+        None => {
+            let stdout = std::io::stdout();
+            let mut lock = stdout.lock();
+            write_run(&hits, &mut lock)?;
+            out.note(format!("{} queries in {elapsed:.2?}", hits.len()));
+        }
+    }
+    Ok(())
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn info(dir: &Path, out: &Output) -> Result<()> {
+    let index = open_index(dir, true)?;
+    let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+    let token_bytes = (index.corpus().tokens().len() * 4) as u64;
+    let weight_bytes = (index.weights().values().len() * 4) as u64;
+    let kind = if index.feature_map().blocks().is_some() {
+        "mlp"
+    } else {
+        "random features"
+    };
+    let value = json!({
+        "index": dir,
+        "documents": index.len(),
+        "tokens": index.corpus().n_tokens(),
+        "dim": index.dim(),
+        "feature_dim": index.feature_dim(),
+        "feature_map": kind,
+        "activation": index.feature_map().activation().name(),
+        "disk_bytes": dir_size(dir),
+        "memory_bytes": { "weights_in_memory": weight_bytes, "tokens_memory_mapped": token_bytes },
+        "can_add_documents": index.build_config().is_some(),
+        "build_config": index.build_config(),
+    });
+    if out.json {
+        out.print_json(value);
+        return Ok(());
+    }
+    println!("index        {}", dir.display());
+    println!(
+        "documents    {} ({} tokens of d = {})",
+        index.len(),
+        index.corpus().n_tokens(),
+        index.dim()
+    );
+    println!(
+        "features     h = {} ({kind}, {})",
+        index.feature_dim(),
+        index.feature_map().activation().name()
+    );
+    println!("on disk      {:.1} MiB", mib(dir_size(dir)));
+    println!(
+        "in memory    {:.1} MiB of weights; {:.1} MiB of tokens memory-mapped",
+        mib(weight_bytes),
+        mib(token_bytes)
+    );
+    match index.build_config() {
+        Some(config) => println!("built with   {}", serde_json::to_string(config)?),
+        None => println!("built with   (imported; documents cannot be added)"),
+    }
+    Ok(())
+}
+
+fn demo(n_docs: usize, out: &Output) -> Result<()> {
+    anyhow::ensure!(n_docs >= 10, "--docs must be at least 10");
+    let dir = std::env::temp_dir().join(format!("lemur-demo-{}", std::process::id()));
+    let started = Instant::now();
+    let data = synthetic::corpus(&synthetic::CorpusSpec {
+        n_docs,
+        ..synthetic::CorpusSpec::colbert_10k()
+    });
+    let queries = data.queries(100, 32, 5);
+    out.note(format!(
+        "synthetic corpus: {n_docs} documents, {} tokens, in {:.2?}",
+        data.corpus.n_tokens(),
+        started.elapsed()
+    ));
+    let config = BuildConfig {
+        epochs: 2,
+        final_hidden_dim: 512,
+        train_docs: 512.min(n_docs),
+        learn_rows: 8192,
+        fit_sample: 2048,
+        ..BuildConfig::default()
+    };
+    let bars = StageBars::new(out.quiet || out.json);
+    let progress = |stage, done, total| bars.update(stage, done, total);
+    let started = Instant::now();
+    let (index, _) = IndexBuilder::new(config)
+        .progress(&progress)
+        .build(data.corpus.clone(), None)?;
+    bars.finish();
+    let build_time = started.elapsed();
+    index.save(&dir)?;
+    let opened = Index::open(&dir)?;
+    let params = SearchParams::default();
+    let started = Instant::now();
+    let hits = opened.search_batch(&queries, params)?;
+    let search_time = started.elapsed();
+    let exact = opened.exhaustive_search(&queries, params.k);
+    let recall = eval::recall(&hits, &exact, params.k);
+    let _ = std::fs::remove_dir_all(&dir);
+    let value = json!({
+        "documents": n_docs,
+        "build_seconds": build_time.as_secs_f64(),
+        "queries": queries.len(),
+        "search_seconds": search_time.as_secs_f64(),
+        "queries_per_second": queries.len() as f64 / search_time.as_secs_f64(),
+        "recall_at_10": recall,
+        "top_hits_query_0": hits[0].iter().take(3).map(|h| json!({ "doc": h.doc, "score": h.score })).collect::<Vec<_>>(),
+    });
+    if out.json {
+        out.print_json(value);
+        return Ok(());
+    }
+    println!("built and saved an index of {n_docs} documents in {build_time:.2?}");
+    println!(
+        "searched {} queries in {search_time:.2?} ({:.0} queries/s); recall@10 against brute force {recall:.3}",
+        queries.len(),
+        queries.len() as f64 / search_time.as_secs_f64()
+    );
+    for hit in hits[0].iter().take(3) {
+        println!("  query 0: doc {:>6} score {:.4}", hit.doc, hit.score);
+    }
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! `lemur`: build, import, search, evaluate and inspect LEMUR indexes from
+//! a shell. Every long step draws a progress bar (unless `--quiet`);
+//! `--json` prints machine-readable results; errors print one line saying
+//! what and where, and exit with status 1.
+
+mod commands;
+mod eval;
+mod progress;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Late-interaction retrieval with LEMUR, in pure Rust.
+#[derive(Debug, Parser)]
+#[command(name = "lemur", version, about)]
+struct Cli {
+    /// Worker threads (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    /// No progress bars or informational output.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// Print results as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build an index in Rust from a ragged corpus (targets, training, W).
+    Build {
+        /// Corpus tokens, float32 `[N_tok, d]` `.npy`.
+        #[arg(long)]
+        tokens: PathBuf,
+        /// Tokens per document, integer `[m]` `.npy`.
+        #[arg(long)]
+        counts: PathBuf,
+        /// Learn tokens from the query distribution, float32 `[L, d]` (default: the corpus tokens).
+        #[arg(long)]
+        learn: Option<PathBuf>,
+        /// Build configuration (TOML; any field of BuildConfig, the rest default).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The index directory to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Import an original LEMUR export (LEMUR-NumPy `.npz`) and its corpus.
+    Import {
+        /// The `.npz` export.
+        #[arg(long)]
+        npz: PathBuf,
+        /// Corpus tokens `.npy`.
+        #[arg(long)]
+        tokens: PathBuf,
+        /// Tokens per document `.npy`.
+        #[arg(long)]
+        counts: PathBuf,
+        /// The index directory to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Add documents to an index built in Rust (no retraining).
+    Add {
+        /// The index directory.
+        index: PathBuf,
+        /// New documents' tokens `.npy`.
+        #[arg(long)]
+        tokens: PathBuf,
+        /// New documents' token counts `.npy`.
+        #[arg(long)]
+        counts: PathBuf,
+    },
+    /// Search: one line per hit, `query_index<TAB>doc_index<TAB>score`, best first.
+    Search {
+        /// The index directory.
+        index: PathBuf,
+        /// Query tokens, float32 `[N_tok, d]` `.npy`.
+        #[arg(long)]
+        queries: PathBuf,
+        /// Tokens per query `.npy`.
+        #[arg(long)]
+        query_counts: PathBuf,
+        /// Results per query.
+        #[arg(short, default_value_t = 10)]
+        k: usize,
+        /// Candidates reranked exactly per query.
+        #[arg(long, default_value_t = 200)]
+        candidates: usize,
+        /// Write the run file here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Recall@k against exact brute-force MaxSim, and nDCG@10 / recall@k against qrels.
+    Eval {
+        /// The index directory.
+        index: PathBuf,
+        /// Query tokens `.npy`.
+        #[arg(long)]
+        queries: PathBuf,
+        /// Tokens per query `.npy`.
+        #[arg(long)]
+        query_counts: PathBuf,
+        /// Results per query.
+        #[arg(short, default_value_t = 10)]
+        k: usize,
+        /// Candidates reranked exactly per query.
+        #[arg(long, default_value_t = 200)]
+        candidates: usize,
+        /// Relevance judgements: lines `query_index doc_index relevance` (0-based).
+        #[arg(long)]
+        qrels: Option<PathBuf>,
+    },
+    /// Shapes, sizes on disk and in memory, and the build configuration.
+    Info {
+        /// The index directory.
+        index: PathBuf,
+    },
+    /// Build a synthetic corpus and index in a temporary directory, search it, print timings.
+    Demo {
+        /// Documents in the synthetic corpus.
+        #[arg(long, default_value_t = 2000)]
+        docs: usize,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(err) = run(cli) {
+        // One line a person can act on: what failed and where.
+        let message = format!("{err:#}");
+        let one_line: Vec<&str> = message
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        eprintln!("error: {}", one_line.join(" "));
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut pool = rayon::ThreadPoolBuilder::new();
+    if let Some(threads) = cli.threads {
+        anyhow::ensure!(threads >= 1, "--threads must be at least 1");
+        pool = pool.num_threads(threads);
+    }
+    let pool = pool.build()?;
+    let out = commands::Output {
+        quiet: cli.quiet,
+        json: cli.json,
+    };
+    pool.install(|| commands::dispatch(cli.command, &out))
+}

@@ -1,0 +1,319 @@
+//! The real `lemur` binary, every subcommand, including its error paths.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use lemur::io::save_multivectors;
+use lemur::synthetic::{self, CorpusSpec};
+
+fn lemur(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lemur"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let output = lemur(args);
+    assert!(
+        output.status.success(),
+        "lemur {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Runs a command that must fail; returns its one-line error.
+fn fails(args: &[&str]) -> String {
+    let output = lemur(args);
+    assert_eq!(output.status.code(), Some(1), "lemur {args:?} should fail");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    stderr
+}
+
+struct Files {
+    dir: PathBuf,
+}
+
+impl Files {
+    fn new(name: &str) -> Files {
+        let dir = std::env::temp_dir().join(format!("lemur-cli-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let data = synthetic::corpus(&CorpusSpec {
+            n_docs: 80,
+            dim: 16,
+            min_tokens: 3,
+            max_tokens: 9,
+            n_centroids: 10,
+            topics_per_doc: 2,
+            noise: 0.2,
+            seed: 1,
+        });
+        save_multivectors(&data.corpus, dir.join("tokens.npy"), dir.join("counts.npy")).unwrap();
+        save_multivectors(
+            &data.queries(4, 5, 2),
+            dir.join("q.npy"),
+            dir.join("qc.npy"),
+        )
+        .unwrap();
+        save_multivectors(
+            &data.queries(3, 6, 3),
+            dir.join("new.npy"),
+            dir.join("newc.npy"),
+        )
+        .unwrap();
+        let other = synthetic::corpus(&CorpusSpec {
+            n_docs: 2,
+            dim: 8,
+            ..CorpusSpec::colbert_10k()
+        });
+        save_multivectors(&other.corpus, dir.join("wide8.npy"), dir.join("wide8c.npy")).unwrap();
+        std::fs::write(
+            dir.join("build.toml"),
+            "epochs = 1\nfinal_hidden_dim = 32\ntrain_docs = 32\nlearn_rows = 300\nfit_sample = 128\nbatch_size = 64\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("qrels.tsv"), "0 5 1\n0 7 2\n1 3 1\n").unwrap();
+        Files { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_string_lossy().into_owned()
+    }
+}
+
+fn build(files: &Files) -> String {
+    let index = files.path("idx");
+    ok(&[
+        "--quiet",
+        "build",
+        "--tokens",
+        &files.path("tokens.npy"),
+        "--counts",
+        &files.path("counts.npy"),
+        "--config",
+        &files.path("build.toml"),
+        "--out",
+        &index,
+    ]);
+    index
+}
+
+#[test]
+fn build_info_search_eval_add() {
+    let files = Files::new("flow");
+    let index = build(&files);
+    let info: serde_json::Value = serde_json::from_str(&ok(&["--json", "info", &index])).unwrap();
+    assert_eq!(info["documents"], 80);
+    assert_eq!(info["feature_dim"], 32);
+    assert_eq!(info["can_add_documents"], true);
+    assert!(ok(&["info", &index]).contains("documents    80"));
+
+    let search = [
+        "--threads",
+        "2",
+        "--quiet",
+        "search",
+        &index,
+        "--queries",
+        &files.path("q.npy"),
+        "--query-counts",
+        &files.path("qc.npy"),
+        "-k",
+        "3",
+        "--candidates",
+        "10",
+    ];
+    let stdout = ok(&search);
+    let rows: Vec<(usize, u32, f32)> = stdout
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(rows.len(), 12, "3 hits for each of 4 queries");
+    for (q, chunk) in rows.chunks(3).enumerate() {
+        assert!(chunk.iter().all(|r| r.0 == q));
+        assert!(chunk.windows(2).all(|w| w[0].2 >= w[1].2), "best first");
+    }
+    let run = files.path("run.tsv");
+    let mut with_out = search.to_vec();
+    with_out.extend(["--out", &run]);
+    ok(&with_out);
+    assert_eq!(std::fs::read_to_string(&run).unwrap(), stdout);
+
+    let eval = ok(&[
+        "eval",
+        &index,
+        "--queries",
+        &files.path("q.npy"),
+        "--query-counts",
+        &files.path("qc.npy"),
+        "--qrels",
+        &files.path("qrels.tsv"),
+    ]);
+    assert!(eval.contains("recall@10 vs exact MaxSim"), "{eval}");
+    assert!(eval.contains("nDCG@10 (qrels, 2 judged queries)"), "{eval}");
+    let json: serde_json::Value = serde_json::from_str(&ok(&[
+        "--json",
+        "eval",
+        &index,
+        "--queries",
+        &files.path("q.npy"),
+        "--query-counts",
+        &files.path("qc.npy"),
+    ]))
+    .unwrap();
+    assert!(json["recall_vs_exact"].as_f64().unwrap() > 0.5);
+
+    let added: serde_json::Value = serde_json::from_str(&ok(&[
+        "--json",
+        "add",
+        &index,
+        "--tokens",
+        &files.path("new.npy"),
+        "--counts",
+        &files.path("newc.npy"),
+    ]))
+    .unwrap();
+    assert_eq!(added["first_id"], 80);
+    assert_eq!(added["documents"], 83);
+    let info: serde_json::Value = serde_json::from_str(&ok(&["--json", "info", &index])).unwrap();
+    assert_eq!(info["documents"], 83);
+}
+
+#[test]
+fn import_an_original_export() {
+    let files = Files::new("import");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../lemur/tests/data");
+    let f = |name: &str| fixtures.join(name).to_string_lossy().into_owned();
+    let index = files.path("imported");
+    ok(&[
+        "--quiet",
+        "import",
+        "--npz",
+        &f("model.npz"),
+        "--tokens",
+        &f("corpus_tokens.npy"),
+        "--counts",
+        &f("corpus_counts.npy"),
+        "--out",
+        &index,
+    ]);
+    let stdout = ok(&[
+        "--quiet",
+        "search",
+        &index,
+        "--queries",
+        &f("query_tokens.npy"),
+        "--query-counts",
+        &f("query_counts.npy"),
+        "-k",
+        "5",
+        "--candidates",
+        "12",
+    ]);
+    // The committed fixtures' expected ids, through the binary.
+    let first_query: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("0\t"))
+        .map(|l| l.split('\t').nth(1).unwrap())
+        .collect();
+    assert_eq!(first_query.len(), 5);
+    let error = fails(&[
+        "add",
+        &index,
+        "--tokens",
+        &f("query_tokens.npy"),
+        "--counts",
+        &f("query_counts.npy"),
+    ]);
+    assert!(error.contains("no weight solver"), "{error}");
+}
+
+#[test]
+fn demo_runs() {
+    let stdout = ok(&["demo", "--docs", "150"]);
+    assert!(stdout.contains("recall@10 against brute force"), "{stdout}");
+}
+
+#[test]
+fn errors_are_one_line_and_name_the_problem() {
+    let files = Files::new("errors");
+    let index = build(&files);
+    let missing = files.path("absent.npy");
+    let error = fails(&[
+        "build",
+        "--tokens",
+        &missing,
+        "--counts",
+        &files.path("counts.npy"),
+        "--out",
+        &files.path("x"),
+    ]);
+    assert!(error.contains("absent.npy"), "{error}");
+    let error = fails(&[
+        "search",
+        &index,
+        "--queries",
+        &files.path("wide8.npy"),
+        "--query-counts",
+        &files.path("wide8c.npy"),
+    ]);
+    assert!(error.contains("8 wide") && error.contains("16"), "{error}");
+    let error = fails(&[
+        "search",
+        &files.path("no-such-index"),
+        "--queries",
+        &files.path("q.npy"),
+        "--query-counts",
+        &files.path("qc.npy"),
+    ]);
+    assert!(error.contains("cannot open index"), "{error}");
+    let error = fails(&[
+        "search",
+        &index,
+        "--queries",
+        &files.path("q.npy"),
+        "--query-counts",
+        &files.path("qc.npy"),
+        "-k",
+        "20",
+        "--candidates",
+        "10",
+    ]);
+    assert!(error.contains("n_candidates"), "{error}");
+    std::fs::write(files.dir.join("bad.toml"), "epoch = 3\n").unwrap();
+    let error = fails(&[
+        "build",
+        "--tokens",
+        &files.path("tokens.npy"),
+        "--counts",
+        &files.path("counts.npy"),
+        "--config",
+        &files.path("bad.toml"),
+        "--out",
+        &files.path("y"),
+    ]);
+    assert!(error.contains("invalid build config"), "{error}");
+
+    // A corrupted index: a flipped byte in W.
+    let generation = lemur::current_generation(&index).unwrap();
+    let mut bytes = std::fs::read(generation.join("W.npy")).unwrap();
+    let at = bytes.len() - 1;
+    bytes[at] ^= 0x10;
+    std::fs::write(generation.join("W.npy"), bytes).unwrap();
+    let error = fails(&["info", &index]);
+    assert!(
+        error.contains("checksum") && error.contains("W.npy"),
+        "{error}"
+    );
+}
