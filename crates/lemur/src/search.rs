@@ -172,8 +172,21 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         queries: &MultiVectors<Q>,
         k: usize,
     ) -> Vec<Vec<Hit>> {
+        assert_eq!(queries.dim(), self.dim(), "query width");
         let every_document: Vec<u32> = (0..self.len() as u32).collect();
-        self.rerank(queries, &vec![every_document; queries.len()], k)
+        // Queries in groups, so the score buffer stays `group x m`.
+        let group = 32;
+        let mut hits = Vec::with_capacity(queries.len());
+        for first in (0..queries.len()).step_by(group) {
+            let last = (first + group).min(queries.len());
+            let (start, end) = (queries.offsets()[first], queries.offsets()[last]);
+            let counts: Vec<usize> = queries.counts().skip(first).take(last - first).collect();
+            let slice = &queries.tokens()[start * self.dim()..end * self.dim()];
+            let subset = MultiVectors::new(slice, self.dim(), &counts)
+                .expect("a contiguous range of valid queries is valid");
+            hits.extend(self.rerank(&subset, &vec![every_document.as_slice(); last - first], k));
+        }
+        hits
     }
 
     /// Stages 4 and 5: exact MaxSim of each query against its candidates,
@@ -185,10 +198,10 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
     /// If `candidates` does not have one list per query or names a document
     /// outside the corpus.
     #[track_caller]
-    pub fn rerank<Q: AsRef<[f32]> + Sync>(
+    pub fn rerank<Q: AsRef<[f32]> + Sync, C: AsRef<[u32]> + Sync>(
         &self,
         queries: &MultiVectors<Q>,
-        candidates: &[Vec<u32>],
+        candidates: &[C],
         k: usize,
     ) -> Vec<Vec<Hit>> {
         assert_eq!(
@@ -204,11 +217,11 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             .collect();
 
         // One flat score buffer, cut into (query, chunk of candidates) tasks.
-        let mut scores: Vec<f32> = vec![0.0; candidates.iter().map(Vec::len).sum()];
+        let mut scores: Vec<f32> = vec![0.0; candidates.iter().map(|c| c.as_ref().len()).sum()];
         let mut tasks: Vec<(usize, &[u32], &mut [f32])> = Vec::new();
         let mut rest = &mut scores[..];
         for (q, list) in candidates.iter().enumerate() {
-            for chunk in list.chunks(RERANK_CHUNK) {
+            for chunk in list.as_ref().chunks(RERANK_CHUNK) {
                 let (head, tail) = rest.split_at_mut(chunk.len());
                 tasks.push((q, chunk, head));
                 rest = tail;
@@ -223,6 +236,7 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         candidates
             .iter()
             .map(|list| {
+                let list = list.as_ref();
                 let mut top = TopK::new(k.min(list.len()));
                 for (&doc, &score) in list.iter().zip(&scores[offset..offset + list.len()]) {
                     top.push(doc, score);

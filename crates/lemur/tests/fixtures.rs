@@ -243,3 +243,26 @@ fn search_from_files_matches_the_naive_pipeline() {
         }
     }
 }
+
+#[test]
+fn exhaustive_search_matches_the_naive_brute_force() {
+    let dir = data_dir();
+    let index = Index::from_files(
+        dir.join("model.npz"),
+        dir.join("corpus_tokens.npy"),
+        dir.join("corpus_counts.npy"),
+    )
+    .unwrap();
+    let queries =
+        load_multivectors(dir.join("query_tokens.npy"), dir.join("query_counts.npy")).unwrap();
+    let fast = index.exhaustive_search(&queries, 7);
+    for (q, hits) in fast.iter().enumerate() {
+        let want = naive::exact_top_k(index.corpus(), queries.get(q), 7);
+        let ids: Vec<u32> = hits.iter().map(|h| h.doc).collect();
+        let want_ids: Vec<u32> = want.iter().map(|h| h.doc).collect();
+        assert_eq!(ids, want_ids, "query {q}");
+        for (a, b) in hits.iter().zip(&want) {
+            assert!((a.score - b.score).abs() <= 1e-4 * b.score.abs().max(1.0));
+        }
+    }
+}
