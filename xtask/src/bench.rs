@@ -19,7 +19,7 @@ struct Row {
 
 pub(crate) fn bench(filter: Option<&str>) -> Result<()> {
     let mut command = cargo();
-    command.args(["bench", "-p", "lemur-bench", "--bench", "search", "--"]);
+    command.args(["bench", "-p", "lemur-bench", "--benches", "--"]);
     if let Some(filter) = filter {
         command.arg(filter);
     }
