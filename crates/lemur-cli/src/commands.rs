@@ -119,6 +119,26 @@ pub(crate) fn open_index(dir: &Path, quiet: bool) -> Result<MappedIndex> {
     Ok(index)
 }
 
+/// Opens an index and loads a query batch of the same token width.
+pub(crate) fn open_with_queries(
+    dir: &Path,
+    queries: &Path,
+    counts: &Path,
+    quiet: bool,
+) -> Result<(MappedIndex, MultiVectors)> {
+    let index = open_index(dir, quiet)?;
+    let queries_set = load_corpus(queries, counts, quiet)?;
+    if queries_set.dim() != index.dim() {
+        bail!(
+            "{}: query tokens are {} wide but the index's are {}",
+            queries.display(),
+            queries_set.dim(),
+            index.dim()
+        );
+    }
+    Ok((index, queries_set))
+}
+
 fn save(index: &Index, dir: &Path, out: &Output) -> Result<()> {
     let bar = spinner(out.quiet || out.json, "saving index");
     index
@@ -273,16 +293,7 @@ fn search(
     run: Option<&Path>,
     out: &Output,
 ) -> Result<()> {
-    let index = open_index(dir, out.quiet)?;
-    let queries_set = load_corpus(queries, counts, out.quiet)?;
-    if queries_set.dim() != index.dim() {
-        bail!(
-            "{}: query tokens are {} wide but the index's are {}",
-            queries.display(),
-            queries_set.dim(),
-            index.dim()
-        );
-    }
+    let (index, queries_set) = open_with_queries(dir, queries, counts, out.quiet)?;
     let bar = spinner(out.quiet, "searching");
     let started = Instant::now();
     let hits = index.search_batch(&queries_set, params)?;

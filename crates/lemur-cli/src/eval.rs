@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use lemur::{Hit, SearchParams};
 use serde_json::json;
 
-use crate::commands::{Output, load_corpus, open_index};
+use crate::commands::{Output, open_with_queries};
 
 /// Fraction of the exact top `k` that the hits found.
 pub(crate) fn recall(hits: &[Vec<Hit>], exact: &[Vec<Hit>], k: usize) -> f64 {
@@ -107,16 +107,7 @@ pub(crate) fn eval(
     qrels: Option<&Path>,
     out: &Output,
 ) -> Result<()> {
-    let index = open_index(dir, out.quiet)?;
-    let queries_set = load_corpus(queries, counts, out.quiet)?;
-    if queries_set.dim() != index.dim() {
-        bail!(
-            "{}: query tokens are {} wide but the index's are {}",
-            queries.display(),
-            queries_set.dim(),
-            index.dim()
-        );
-    }
+    let (index, queries_set) = open_with_queries(dir, queries, counts, out.quiet)?;
     let qrels = qrels.map(read_qrels).transpose()?;
     let hits = index.search_batch(&queries_set, params)?;
     let exact = index.exhaustive_search(&queries_set, params.k);
