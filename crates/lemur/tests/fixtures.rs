@@ -34,6 +34,16 @@ struct Fixtures {
     expected_scores: Array2<f32>,
 }
 
+/// The committed export and corpus, loaded the way a user would.
+fn fixture_index(dir: &Path) -> Index {
+    Index::from_files(
+        dir.join("model.npz"),
+        dir.join("corpus_tokens.npy"),
+        dir.join("corpus_counts.npy"),
+    )
+    .unwrap()
+}
+
 fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
 }
@@ -186,12 +196,7 @@ fn fixtures_are_fresh() {
 #[test]
 fn search_from_files_matches_the_naive_pipeline() {
     let dir = data_dir();
-    let index = Index::from_files(
-        dir.join("model.npz"),
-        dir.join("corpus_tokens.npy"),
-        dir.join("corpus_counts.npy"),
-    )
-    .unwrap();
+    let index = fixture_index(&dir);
     assert_eq!(
         index.target_norm(),
         Some(lemur::TargetNorm {
@@ -247,12 +252,7 @@ fn search_from_files_matches_the_naive_pipeline() {
 #[test]
 fn exhaustive_search_matches_the_naive_brute_force() {
     let dir = data_dir();
-    let index = Index::from_files(
-        dir.join("model.npz"),
-        dir.join("corpus_tokens.npy"),
-        dir.join("corpus_counts.npy"),
-    )
-    .unwrap();
+    let index = fixture_index(&dir);
     let queries =
         load_multivectors(dir.join("query_tokens.npy"), dir.join("query_counts.npy")).unwrap();
     let fast = index.exhaustive_search(&queries, 7);

@@ -4,7 +4,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use lemur::io::{LoadErrorKind, StoreWriter};
+use lemur::io::LoadErrorKind;
 use lemur::synthetic::{self, CorpusSpec, SyntheticCorpus};
 use lemur::{
     BuildConfig, Hit, Index, IndexBuilder, IndexError, MultiVectors, SearchParams,
@@ -323,7 +323,6 @@ fn corrupt_directories_get_typed_errors() {
         LoadErrorKind::Manifest(_)
     ));
     assert_eq!(fs::read_to_string(dir.join("notes.txt")).unwrap(), "mine");
-    let _ = StoreWriter::new(scratch("writer")).unwrap();
 }
 
 /// A saved index's files (name, bytes) and the index's search results.
