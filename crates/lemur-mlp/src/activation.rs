@@ -94,14 +94,24 @@ pub fn erf(x: f32) -> f32 {
 /// LayerNorm epsilon, the original's (PyTorch's default).
 pub const LAYER_NORM_EPS: f32 = 1e-5;
 
-/// Normalises one row in place to zero mean and unit (population) variance,
-/// then applies the optional affine gain and bias.
+/// Normalises one row in place to zero mean and unit (population) variance
+/// with the original's epsilon ([`LAYER_NORM_EPS`]), then applies the
+/// optional affine gain and bias.
 #[inline]
 pub(crate) fn layer_norm(row: &mut [f32], affine: Option<(&[f32], &[f32])>) {
+    layer_norm_with_eps(row, affine, LAYER_NORM_EPS);
+}
+
+/// Normalises one row in place to zero mean and unit (population) variance,
+/// `(x - mean) / sqrt(var + eps)`, then applies the optional affine gain and
+/// bias. Other models built on these kernels (BERT uses `eps = 1e-12`) pick
+/// their own epsilon.
+#[inline]
+pub fn layer_norm_with_eps(row: &mut [f32], affine: Option<(&[f32], &[f32])>, eps: f32) {
     let n = row.len() as f32;
     let mean = row.iter().sum::<f32>() / n;
     let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-    let inv_std = 1.0 / (var + LAYER_NORM_EPS).sqrt();
+    let inv_std = 1.0 / (var + eps).sqrt();
     match affine {
         Some((gain, bias)) => {
             for ((v, g), b) in row.iter_mut().zip(gain).zip(bias) {

@@ -54,7 +54,7 @@ mod network;
 mod real;
 mod train;
 
-pub use activation::{Activation, LAYER_NORM_EPS, erf, gelu};
+pub use activation::{Activation, LAYER_NORM_EPS, erf, gelu, layer_norm_with_eps};
 pub use block::Block;
 pub use error::{MlpError, Param};
 pub use map::{FeatureMap, QUERY_FEATURE_SCALE};

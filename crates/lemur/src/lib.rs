@@ -77,5 +77,8 @@ pub use lemur_io as io;
 pub use lemur_maxsim as maxsim;
 /// The feature map (`lemur-mlp`).
 pub use lemur_mlp as mlp;
+/// The pure-Rust text encoder (`lemur-text`), with the `text` feature.
+#[cfg(feature = "text")]
+pub use lemur_text as text;
 /// Top-k selection (`lemur-topk`).
 pub use lemur_topk as topk;

@@ -1,0 +1,418 @@
+//! [`TextEncoder`]: raw text to sentence embeddings and to per-token
+//! multi-vectors.
+
+use std::path::Path;
+
+use lemur_maxsim::MultiVectors;
+use rayon::prelude::*;
+
+use crate::config::sentence_max_seq_length;
+use crate::model::BertModel;
+use crate::weights::BertWeights;
+use crate::windows::{WindowSpan, plan_windows};
+use crate::{BertConfig, Embeddings, TextError, TextTokenizer};
+
+/// Options of [`TextEncoder::encode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncodeOptions {
+    /// Keep only the first `output_dim` dimensions (Matryoshka truncation);
+    /// `None` keeps all `hidden_size`.
+    pub output_dim: Option<usize>,
+    /// L2-normalise each embedding (after truncation), as
+    /// sentence-transformers' `Normalize` module does.
+    pub normalize: bool,
+    /// Texts tokenized and held in memory at once.
+    pub batch_size: usize,
+}
+
+impl Default for EncodeOptions {
+    fn default() -> Self {
+        EncodeOptions {
+            output_dim: None,
+            normalize: true,
+            batch_size: 32,
+        }
+    }
+}
+
+/// ColBERT's marker token, inserted right after `[CLS]` to tell the model
+/// whether it reads a query or a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marker {
+    /// `[unused0]`, ColBERT's `[Q]`.
+    Query,
+    /// `[unused1]`, ColBERT's `[D]`.
+    Document,
+}
+
+/// Options of [`TextEncoder::encode_tokens`]. The default is plain BERT
+/// token vectors: no marker, no padding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenOptions {
+    /// ColBERT-style marker after `[CLS]` (off by default: the model here
+    /// was not trained with markers).
+    pub marker: Option<Marker>,
+    /// ColBERT-style query augmentation: pad every text with `[MASK]` to
+    /// exactly this many tokens (truncating longer ones) instead of
+    /// splitting into windows. Off by default.
+    pub query_length: Option<usize>,
+    /// Texts tokenized and held in memory at once.
+    pub batch_size: usize,
+}
+
+impl Default for TokenOptions {
+    fn default() -> Self {
+        TokenOptions {
+            marker: None,
+            query_length: None,
+            batch_size: 32,
+        }
+    }
+}
+
+/// A BERT-family encoder with its tokenizer, loaded from a Hugging Face /
+/// sentence-transformers model directory.
+///
+/// Texts longer than the model's window (`max_seq_length`) are split into
+/// overlapping windows: the multi-vector takes each token's vector once,
+/// from the window where it is farthest from a cut, and the sentence
+/// embedding is the token-count-weighted mean of the windows' normalised
+/// embeddings, re-normalised. Work runs on the current rayon pool, one
+/// level deep (groups of windows in parallel, each GEMM sequential).
+#[derive(Debug, Clone)]
+pub struct TextEncoder {
+    tokenizer: TextTokenizer,
+    model: BertModel,
+    max_seq_len: usize,
+}
+
+/// The encoder's output for one batch of texts: hidden states of every
+/// window, with the plan that says which rows belong to which text.
+struct Encoded {
+    /// Per text, its windows' hidden states `[window_len, hidden]`.
+    windows: Vec<Vec<Window>>,
+}
+
+struct Window {
+    states: Vec<f32>,
+    /// Rows of `states` that the multi-vector keeps.
+    keep: std::ops::Range<usize>,
+}
+
+/// Target tokens per parallel group: enough rows for efficient GEMMs, few
+/// enough groups that both threads get work on a batch of short sentences.
+const MIN_GROUP_TOKENS: usize = 128;
+const MAX_GROUP_TOKENS: usize = 2048;
+
+impl TextEncoder {
+    /// Loads `config.json`, `tokenizer.json`, `model.safetensors` and, if
+    /// present, `sentence_bert_config.json` (its `max_seq_length` sets the
+    /// window) from `dir`.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<TextEncoder, TextError> {
+        let dir = dir.as_ref();
+        let config = BertConfig::from_file(&dir.join("config.json"))?;
+        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
+        let window = sentence_max_seq_length(&dir.join("sentence_bert_config.json"))?;
+        let weights = BertWeights::from_file(&dir.join("model.safetensors"), &config)?;
+        Self::from_parts(tokenizer, config, weights, window)
+            .map_err(|message| TextError::config(dir.join("config.json"), message))
+    }
+
+    /// Loads an encoder from a config, a tokenizer and the bytes of a
+    /// safetensors file (for models not laid out as a directory).
+    pub fn from_bytes(
+        config: BertConfig,
+        tokenizer: TextTokenizer,
+        safetensors: &[u8],
+        max_seq_len: Option<usize>,
+    ) -> Result<TextEncoder, TextError> {
+        let weights = BertWeights::from_bytes(safetensors, &config)?;
+        Self::from_parts(tokenizer, config, weights, max_seq_len).map_err(TextError::InvalidOption)
+    }
+
+    fn from_parts(
+        tokenizer: TextTokenizer,
+        config: BertConfig,
+        weights: BertWeights,
+        max_seq_len: Option<usize>,
+    ) -> Result<TextEncoder, String> {
+        if tokenizer.vocab_size() > config.vocab_size {
+            return Err(format!(
+                "the tokenizer has {} tokens but the model only {}",
+                tokenizer.vocab_size(),
+                config.vocab_size
+            ));
+        }
+        let max_seq_len = max_seq_len
+            .unwrap_or(config.max_position_embeddings)
+            .min(config.max_position_embeddings);
+        // Room for [CLS], a marker, one token and [SEP].
+        if max_seq_len < 4 {
+            return Err(format!("max_seq_length {max_seq_len} is below 4"));
+        }
+        Ok(TextEncoder {
+            tokenizer,
+            model: BertModel::new(config, weights),
+            max_seq_len,
+        })
+    }
+
+    /// The model's architecture numbers.
+    pub fn config(&self) -> &BertConfig {
+        &self.model.config
+    }
+
+    /// Width of the embeddings and token vectors.
+    pub fn hidden_size(&self) -> usize {
+        self.model.config.hidden_size
+    }
+
+    /// Tokens per model window, special tokens included.
+    pub fn max_seq_len(&self) -> usize {
+        self.max_seq_len
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// Sentence embeddings `[texts.len(), output_dim]`: mean pooling over
+    /// every token (special tokens included, as sentence-transformers does
+    /// without padding), then L2 normalisation; `output_dim` keeps the
+    /// prefix and re-normalises (Matryoshka). An empty text is
+    /// `[CLS] [SEP]` and has a well-defined embedding.
+    pub fn encode<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        options: &EncodeOptions,
+    ) -> Result<Embeddings, TextError> {
+        let dim = self.check_output_dim(options.output_dim)?;
+        check_batch_size(options.batch_size)?;
+        let mut values = Vec::with_capacity(texts.len() * dim);
+        for chunk in texts.chunks(options.batch_size) {
+            let encoded = self.run(chunk, None, None)?;
+            for windows in &encoded.windows {
+                let full = self.pool(windows, options.normalize);
+                let mut prefix = full[..dim].to_vec();
+                if options.normalize {
+                    normalize(&mut prefix);
+                }
+                values.extend(prefix);
+            }
+        }
+        Ok(Embeddings::new(values, dim))
+    }
+
+    /// Per-token vectors of every text, L2-normalised, as a ragged
+    /// multi-vector ready for a LEMUR index: `[CLS]`, every content token
+    /// once (however long the text), `[SEP]`, plus the marker and `[MASK]`
+    /// padding when [`TokenOptions`] asks for them.
+    pub fn encode_tokens<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        options: &TokenOptions,
+    ) -> Result<MultiVectors, TextError> {
+        check_batch_size(options.batch_size)?;
+        let marker = self.marker_id(options.marker)?;
+        if let Some(length) = options.query_length {
+            let minimum = 2 + usize::from(marker.is_some());
+            if length < minimum || length > self.max_seq_len {
+                return Err(TextError::InvalidOption(format!(
+                    "query_length {length} is outside {minimum}..={}",
+                    self.max_seq_len
+                )));
+            }
+        }
+        let h = self.hidden_size();
+        let mut tokens = Vec::new();
+        let mut counts = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(options.batch_size) {
+            let encoded = self.run(chunk, marker, options.query_length)?;
+            for windows in &encoded.windows {
+                let before = tokens.len();
+                for window in windows {
+                    tokens.extend_from_slice(
+                        &window.states[window.keep.start * h..window.keep.end * h],
+                    );
+                }
+                for row in tokens[before..].chunks_exact_mut(h) {
+                    normalize(row);
+                }
+                counts.push((tokens.len() - before) / h);
+            }
+        }
+        MultiVectors::new(tokens, h, &counts)
+            .map_err(|e| TextError::InvalidOption(format!("token vectors: {e}")))
+    }
+
+    fn check_output_dim(&self, output_dim: Option<usize>) -> Result<usize, TextError> {
+        let hidden = self.hidden_size();
+        match output_dim {
+            None => Ok(hidden),
+            Some(dim) if (1..=hidden).contains(&dim) => Ok(dim),
+            Some(dim) => Err(TextError::InvalidOption(format!(
+                "output_dim {dim} is outside 1..={hidden}"
+            ))),
+        }
+    }
+
+    fn marker_id(&self, marker: Option<Marker>) -> Result<Option<u32>, TextError> {
+        let special = self.tokenizer.special_tokens();
+        match marker {
+            None => Ok(None),
+            Some(Marker::Query) => {
+                special
+                    .query_marker
+                    .map(Some)
+                    .ok_or_else(|| TextError::MissingSpecialToken {
+                        token: "[unused0]".into(),
+                    })
+            }
+            Some(Marker::Document) => {
+                special
+                    .document_marker
+                    .map(Some)
+                    .ok_or_else(|| TextError::MissingSpecialToken {
+                        token: "[unused1]".into(),
+                    })
+            }
+        }
+    }
+
+    /// Token-count-weighted mean of the windows' mean-pooled embeddings
+    /// (each normalised first when `normalize`), normalised when asked.
+    fn pool(&self, windows: &[Window], normalize_output: bool) -> Vec<f32> {
+        let h = self.hidden_size();
+        let mut total = vec![0.0f32; h];
+        for window in windows {
+            let rows = window.states.len() / h;
+            let mut mean = vec![0.0f32; h];
+            for row in window.states.chunks_exact(h) {
+                mean.iter_mut().zip(row).for_each(|(m, v)| *m += v);
+            }
+            mean.iter_mut().for_each(|m| *m /= rows as f32);
+            if normalize_output {
+                normalize(&mut mean);
+            }
+            let weight = rows as f32;
+            total
+                .iter_mut()
+                .zip(&mean)
+                .for_each(|(t, m)| *t += weight * m);
+        }
+        let all_rows: usize = windows.iter().map(|w| w.states.len() / h).sum();
+        total.iter_mut().for_each(|t| *t /= all_rows as f32);
+        if normalize_output {
+            normalize(&mut total);
+        }
+        total
+    }
+
+    /// Tokenizes `texts`, cuts them into windows, and runs the model on
+    /// groups of windows in parallel.
+    fn run<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        marker: Option<u32>,
+        query_length: Option<usize>,
+    ) -> Result<Encoded, TextError> {
+        let contents = self.tokenizer.content_ids_batch(texts)?;
+        let special = self.tokenizer.special_tokens();
+        let prefix_len = 1 + usize::from(marker.is_some());
+        let capacity = self.max_seq_len - prefix_len - 1;
+        // Every window of every text, in order, with its owner and the rows
+        // it keeps.
+        let mut sequences: Vec<(usize, Vec<u32>, std::ops::Range<usize>)> = Vec::new();
+        for (text, content) in contents.iter().enumerate() {
+            let frame = |slice: &[u32]| {
+                let mut ids = Vec::with_capacity(slice.len() + prefix_len + 1);
+                ids.push(special.cls);
+                ids.extend(marker);
+                ids.extend_from_slice(slice);
+                ids.push(special.sep);
+                ids
+            };
+            if let Some(length) = query_length {
+                let kept = content.len().min(length - prefix_len - 1);
+                let mut ids = frame(&content[..kept]);
+                ids.resize(length, special.mask);
+                sequences.push((text, ids, 0..length));
+                continue;
+            }
+            let plan = plan_windows(content.len(), capacity);
+            let last = plan.len() - 1;
+            for (i, WindowSpan { span, keep }) in plan.into_iter().enumerate() {
+                let ids = frame(&content[span.clone()]);
+                // Content token p sits at row p - span.start + prefix_len;
+                // the first window also keeps [CLS] (and the marker), the
+                // last one [SEP].
+                let start = if i == 0 {
+                    0
+                } else {
+                    keep.start - span.start + prefix_len
+                };
+                let end = if i == last {
+                    ids.len()
+                } else {
+                    keep.end - span.start + prefix_len
+                };
+                sequences.push((text, ids, start..end));
+            }
+        }
+        let total_tokens: usize = sequences.iter().map(|(_, ids, _)| ids.len()).sum();
+        let target = (total_tokens / (2 * rayon::current_num_threads()))
+            .clamp(MIN_GROUP_TOKENS, MAX_GROUP_TOKENS);
+        // Consecutive runs of sequences, each about `target` tokens.
+        let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut group_start = 0;
+        let mut group_tokens = 0;
+        for (i, (_, ids, _)) in sequences.iter().enumerate() {
+            group_tokens += ids.len();
+            if group_tokens >= target || i + 1 == sequences.len() {
+                groups.push(group_start..i + 1);
+                group_start = i + 1;
+                group_tokens = 0;
+            }
+        }
+        let h = self.hidden_size();
+        let states: Vec<Vec<f32>> = groups
+            .par_iter()
+            .map(|group| {
+                let ids: Vec<&[u32]> = sequences[group.clone()]
+                    .iter()
+                    .map(|(_, ids, _)| ids.as_slice())
+                    .collect();
+                self.model.forward(&ids)
+            })
+            .collect();
+        let mut windows: Vec<Vec<Window>> = (0..texts.len()).map(|_| Vec::new()).collect();
+        for (group, group_states) in groups.into_iter().zip(&states) {
+            let mut row = 0;
+            for (text, ids, keep) in &sequences[group] {
+                let rows = ids.len();
+                windows[*text].push(Window {
+                    states: group_states[row * h..(row + rows) * h].to_vec(),
+                    keep: keep.clone(),
+                });
+                row += rows;
+            }
+        }
+        Ok(Encoded { windows })
+    }
+}
+
+fn check_batch_size(batch_size: usize) -> Result<(), TextError> {
+    if batch_size == 0 {
+        return Err(TextError::InvalidOption("batch_size is 0".into()));
+    }
+    Ok(())
+}
+
+/// Scales `v` to unit L2 norm (a zero vector stays zero).
+pub(crate) fn normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+}

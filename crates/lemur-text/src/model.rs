@@ -1,0 +1,220 @@
+//! The BERT encoder's forward pass on faer GEMMs.
+//!
+//! A group of sequences of different lengths is processed as one
+//! concatenated `[tokens, hidden]` matrix: every Linear layer is a single
+//! GEMM over all real tokens (no padding is ever computed), and only the
+//! attention, which must not mix sequences, runs per sequence and head.
+//! Everything runs on the calling thread; callers parallelise across
+//! groups.
+
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
+use lemur_mlp::gemm::matmul_a_bt;
+use lemur_mlp::{gelu, layer_norm_with_eps};
+
+use crate::BertConfig;
+use crate::config::HiddenAct;
+use crate::weights::{BertWeights, Linear, Norm};
+
+/// A loaded encoder: config plus weights.
+#[derive(Debug, Clone)]
+pub(crate) struct BertModel {
+    pub(crate) config: BertConfig,
+    weights: BertWeights,
+}
+
+/// Scratch buffers reused across the layers of one forward call.
+struct Scratch {
+    qkv: Vec<f32>,
+    context: Vec<f32>,
+    projected: Vec<f32>,
+    intermediate: Vec<f32>,
+    scores: Vec<f32>,
+}
+
+impl BertModel {
+    pub(crate) fn new(config: BertConfig, weights: BertWeights) -> Self {
+        BertModel { config, weights }
+    }
+
+    /// Last hidden states `[sum of lengths, hidden]` of `sequences`, rows in
+    /// sequence order. Every id must be below `vocab_size` and every
+    /// sequence at most `max_position_embeddings` long (the encoder
+    /// guarantees both).
+    pub(crate) fn forward(&self, sequences: &[&[u32]]) -> Vec<f32> {
+        let h = self.config.hidden_size;
+        let n_tokens: usize = sequences.iter().map(|s| s.len()).sum();
+        let mut states = self.embed(sequences, n_tokens);
+        let mut scratch = Scratch {
+            qkv: vec![0.0; n_tokens * 3 * h],
+            context: vec![0.0; n_tokens * h],
+            projected: vec![0.0; n_tokens * h],
+            intermediate: vec![0.0; n_tokens * self.config.intermediate_size],
+            scores: Vec::new(),
+        };
+        for layer in &self.weights.layers {
+            linear(&mut scratch.qkv, &states, &layer.qkv, n_tokens);
+            let mut offset = 0;
+            for sequence in sequences {
+                self.attention(&mut scratch, offset, sequence.len());
+                offset += sequence.len();
+            }
+            linear(
+                &mut scratch.projected,
+                &scratch.context,
+                &layer.attention_out,
+                n_tokens,
+            );
+            self.add_and_norm(&mut states, &scratch.projected, &layer.attention_norm);
+            linear(
+                &mut scratch.intermediate,
+                &states,
+                &layer.intermediate,
+                n_tokens,
+            );
+            self.activate(&mut scratch.intermediate);
+            linear(
+                &mut scratch.projected,
+                &scratch.intermediate,
+                &layer.output,
+                n_tokens,
+            );
+            self.add_and_norm(&mut states, &scratch.projected, &layer.output_norm);
+        }
+        states
+    }
+
+    /// Word + position + token-type (0) embeddings, then LayerNorm.
+    fn embed(&self, sequences: &[&[u32]], n_tokens: usize) -> Vec<f32> {
+        let h = self.config.hidden_size;
+        let w = &self.weights;
+        let mut states = Vec::with_capacity(n_tokens * h);
+        for sequence in sequences {
+            for (position, &id) in sequence.iter().enumerate() {
+                let word = &w.word_embeddings[id as usize * h..][..h];
+                let pos = &w.position_embeddings[position * h..][..h];
+                let kind = &w.token_type_embeddings[..h];
+                states.extend(word.iter().zip(pos).zip(kind).map(|((a, b), c)| a + b + c));
+            }
+        }
+        let norm = &w.embedding_norm;
+        for row in states.chunks_exact_mut(h) {
+            layer_norm_with_eps(
+                row,
+                Some((&norm.gain, &norm.bias)),
+                self.config.layer_norm_eps,
+            );
+        }
+        states
+    }
+
+    /// Multi-head self-attention of the sequence at rows
+    /// `offset..offset + len` of `scratch.qkv`, written to the same rows of
+    /// `scratch.context`.
+    fn attention(&self, scratch: &mut Scratch, offset: usize, len: usize) {
+        let h = self.config.hidden_size;
+        let head_dim = self.config.head_dim();
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        scratch.scores.resize(len * len, 0.0);
+        let qkv =
+            MatRef::from_row_major_slice(&scratch.qkv[offset * 3 * h..][..len * 3 * h], len, 3 * h);
+        let mut context =
+            MatMut::from_row_major_slice_mut(&mut scratch.context[offset * h..][..len * h], len, h);
+        for head in 0..self.config.num_heads {
+            let start = head * head_dim;
+            let query = qkv.subcols(start, head_dim);
+            let key = qkv.subcols(h + start, head_dim);
+            let value = qkv.subcols(2 * h + start, head_dim);
+            let scores = MatMut::from_row_major_slice_mut(&mut scratch.scores, len, len);
+            matmul(
+                scores,
+                Accum::Replace,
+                query,
+                key.transpose(),
+                scale,
+                Par::Seq,
+            );
+            for row in scratch.scores.chunks_exact_mut(len) {
+                softmax(row);
+            }
+            let probabilities = MatRef::from_row_major_slice(&scratch.scores, len, len);
+            matmul(
+                context.as_mut().subcols_mut(start, head_dim),
+                Accum::Replace,
+                probabilities,
+                value,
+                1.0,
+                Par::Seq,
+            );
+        }
+    }
+
+    /// `states = LayerNorm(states + residual)`, row by row.
+    fn add_and_norm(&self, states: &mut [f32], residual: &[f32], norm: &Norm) {
+        let h = self.config.hidden_size;
+        for (row, add) in states.chunks_exact_mut(h).zip(residual.chunks_exact(h)) {
+            row.iter_mut().zip(add).for_each(|(a, b)| *a += b);
+            layer_norm_with_eps(
+                row,
+                Some((&norm.gain, &norm.bias)),
+                self.config.layer_norm_eps,
+            );
+        }
+    }
+
+    fn activate(&self, values: &mut [f32]) {
+        match self.config.hidden_act {
+            HiddenAct::Gelu => values.iter_mut().for_each(|v| *v = gelu(*v)),
+            HiddenAct::GeluTanh => values.iter_mut().for_each(|v| *v = gelu_tanh(*v)),
+            HiddenAct::Relu => values.iter_mut().for_each(|v| *v = v.max(0.0)),
+        }
+    }
+}
+
+/// `out[rows, out_dim] = x W^T + b`.
+fn linear(out: &mut [f32], x: &[f32], layer: &Linear, rows: usize) {
+    matmul_a_bt(out, x, &layer.weight, rows, layer.in_dim, layer.out_dim);
+    for row in out.chunks_exact_mut(layer.out_dim) {
+        row.iter_mut().zip(&layer.bias).for_each(|(v, b)| *v += b);
+    }
+}
+
+/// Numerically stable softmax in place (subtracting the row maximum keeps
+/// every exponent at or below zero).
+fn softmax(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// The tanh approximation of GELU (`gelu_new`).
+fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_sums_to_one_without_overflow() {
+        let mut row = vec![1000.0, 1001.0, -1000.0];
+        softmax(&mut row);
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(row[1] > row[0] && row[2] == 0.0);
+    }
+
+    #[test]
+    fn tanh_gelu_is_close_to_exact_gelu() {
+        for i in -40..=40 {
+            let x = i as f32 / 10.0;
+            assert!((gelu_tanh(x) - gelu(x)).abs() < 1e-3, "{x}");
+        }
+    }
+}
