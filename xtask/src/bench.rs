@@ -18,6 +18,8 @@ struct Row {
 }
 
 pub(crate) fn bench(filter: Option<&str>) -> Result<()> {
+    // The text benchmarks need the model files.
+    crate::models::fetch_models()?;
     let mut command = cargo();
     command.args(["bench", "-p", "lemur-bench", "--benches", "--"]);
     if let Some(filter) = filter {
@@ -37,6 +39,12 @@ pub(crate) fn bench(filter: Option<&str>) -> Result<()> {
         let throughput = match row.elements {
             Some(n) if row.name.starts_with("rerank/") || row.name.starts_with("peak/") => {
                 format!("{:.1} GFLOP/s", n / row.median_s / 1e9)
+            }
+            Some(n) if row.name.starts_with("text_encode/") => {
+                format!("{:.0} sentences/s", n / row.median_s)
+            }
+            Some(n) if row.name.starts_with("text_long/") => {
+                format!("{:.0} tokens/s", n / row.median_s)
             }
             Some(n) => format!("{:.0} queries/s", n / row.median_s),
             None => String::new(),

@@ -23,7 +23,7 @@ pub(crate) struct Output {
 
 impl Output {
     /// An informational line (suppressed by `--quiet` and `--json`).
-    fn note(&self, line: impl AsRef<str>) {
+    pub(crate) fn note(&self, line: impl AsRef<str>) {
         if !self.quiet && !self.json {
             eprintln!("{}", line.as_ref());
         }
@@ -102,6 +102,8 @@ pub(crate) fn dispatch(command: Command, out: &Output) -> Result<()> {
         ),
         Command::Info { index } => info(&index, out),
         Command::Demo { docs } => demo(docs, out),
+        #[cfg(feature = "text")]
+        Command::Text(command) => crate::text::dispatch(command, out),
     }
 }
 

@@ -6,6 +6,8 @@
 mod commands;
 mod eval;
 mod progress;
+#[cfg(feature = "text")]
+mod text;
 
 use std::path::PathBuf;
 
@@ -125,6 +127,10 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         docs: usize,
     },
+    /// From raw text: encode, index and search with the pure-Rust encoder.
+    #[cfg(feature = "text")]
+    #[command(subcommand)]
+    Text(text::TextCommand),
 }
 
 fn main() {

@@ -69,6 +69,24 @@ pub fn load_matrix(path: impl AsRef<Path>) -> Result<(Vec<f32>, usize, usize), L
     Ok((standard_vec(array), rows, cols))
 }
 
+/// Writes a float32 `[rows, cols]` matrix (row-major `values`) as a `.npy`
+/// file, atomically: the counterpart of [`load_matrix`].
+///
+/// # Panics
+///
+/// If `values` is not `rows * cols` long.
+#[track_caller]
+pub fn save_matrix(
+    path: impl AsRef<Path>,
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+) -> Result<(), LoadError> {
+    assert_eq!(values.len(), rows * cols, "values are not [rows, cols]");
+    let matrix = Array2::from_shape_vec((rows, cols), values.to_vec()).expect("checked shape");
+    write_npy(path.as_ref(), &matrix)
+}
+
 /// Writes a ragged set as `tokens.npy` (float32 `[N_tok, d]`) and
 /// `counts.npy` (int64 `[m]`), each atomically.
 pub fn save_multivectors<T: AsRef<[f32]>>(

@@ -37,7 +37,7 @@ mod npz;
 mod store;
 mod write;
 
-pub use corpus::{load_matrix, load_multivectors, save_multivectors, write_npy};
+pub use corpus::{load_matrix, load_multivectors, save_matrix, save_multivectors, write_npy};
 pub use error::{LoadError, LoadErrorKind};
 pub use npz::{ExportedModel, NpzOptions, TargetNorm, load_npz, save_npz};
 pub use store::{ArrayEntry, FORMAT_VERSION, MappedF32, Store, StoreWriter};

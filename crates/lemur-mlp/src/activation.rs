@@ -40,12 +40,29 @@ impl Activation {
     }
 
     /// Applies the activation to every value in place.
+    #[inline(always)]
     pub fn apply(self, values: &mut [f32]) {
         match self {
-            Activation::Gelu => values.iter_mut().for_each(|v| *v = gelu(*v)),
-            Activation::Relu => values.iter_mut().for_each(|v| *v = v.max(0.0)),
-            Activation::Silu => values.iter_mut().for_each(|v| *v /= 1.0 + (-*v).exp()),
-            Activation::Mish => values.iter_mut().for_each(|v| *v = mish(*v)),
+            Activation::Gelu => {
+                for v in values.iter_mut() {
+                    *v = gelu(*v);
+                }
+            }
+            Activation::Relu => {
+                for v in values.iter_mut() {
+                    *v = v.max(0.0);
+                }
+            }
+            Activation::Silu => {
+                for v in values.iter_mut() {
+                    *v /= 1.0 + crate::simd::exp(-*v);
+                }
+            }
+            Activation::Mish => {
+                for v in values.iter_mut() {
+                    *v = mish(*v);
+                }
+            }
         }
     }
 }
@@ -97,27 +114,7 @@ pub const LAYER_NORM_EPS: f32 = 1e-5;
 /// Normalises one row in place to zero mean and unit (population) variance
 /// with the original's epsilon ([`LAYER_NORM_EPS`]), then applies the
 /// optional affine gain and bias.
-#[inline]
+#[inline(always)]
 pub(crate) fn layer_norm(row: &mut [f32], affine: Option<(&[f32], &[f32])>) {
-    layer_norm_with_eps(row, affine, LAYER_NORM_EPS);
-}
-
-/// Normalises one row in place to zero mean and unit (population) variance,
-/// `(x - mean) / sqrt(var + eps)`, then applies the optional affine gain and
-/// bias. Other models built on these kernels (BERT uses `eps = 1e-12`) pick
-/// their own epsilon.
-#[inline]
-pub fn layer_norm_with_eps(row: &mut [f32], affine: Option<(&[f32], &[f32])>, eps: f32) {
-    let n = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / n;
-    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-    let inv_std = 1.0 / (var + eps).sqrt();
-    match affine {
-        Some((gain, bias)) => {
-            for ((v, g), b) in row.iter_mut().zip(gain).zip(bias) {
-                *v = (*v - mean) * inv_std * g + b;
-            }
-        }
-        None => row.iter_mut().for_each(|v| *v = (*v - mean) * inv_std),
-    }
+    crate::simd::layer_norm_with_eps(row, affine, LAYER_NORM_EPS);
 }

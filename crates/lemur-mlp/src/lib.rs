@@ -52,9 +52,10 @@ mod map;
 pub mod naive;
 mod network;
 mod real;
+pub mod simd;
 mod train;
 
-pub use activation::{Activation, LAYER_NORM_EPS, erf, gelu, layer_norm_with_eps};
+pub use activation::{Activation, LAYER_NORM_EPS, erf, gelu};
 pub use block::Block;
 pub use error::{MlpError, Param};
 pub use map::{FeatureMap, QUERY_FEATURE_SCALE};

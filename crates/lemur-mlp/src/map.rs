@@ -153,10 +153,17 @@ impl FeatureMap {
                 let h = self.output_dim;
                 matmul_a_b(out, tokens, projection, rows, self.input_dim, h);
                 let scale = (2.0 / h as f32).sqrt();
-                for row in out.chunks_exact_mut(h) {
-                    row.iter_mut().for_each(|v| *v = scale * gelu(*v));
-                    layer_norm(row, None);
-                }
+                crate::simd::dispatch(
+                    #[inline(always)]
+                    || {
+                        for row in out.chunks_exact_mut(h) {
+                            for v in row.iter_mut() {
+                                *v = scale * gelu(*v);
+                            }
+                            layer_norm(row, None);
+                        }
+                    },
+                );
             }
             Kind::Mlp { blocks, activation } => {
                 // Block i writes into `even` or `odd` by its parity (the
@@ -183,11 +190,18 @@ impl FeatureMap {
                         }
                     };
                     matmul_a_bt(dst, input, &block.weight, rows, block.in_dim, width);
-                    for row in dst.chunks_exact_mut(width) {
-                        row.iter_mut().zip(&block.bias).for_each(|(v, b)| *v += b);
-                        layer_norm(row, Some((&block.ln_gain, &block.ln_bias)));
-                        activation.apply(row);
-                    }
+                    crate::simd::dispatch(
+                        #[inline(always)]
+                        || {
+                            for row in dst.chunks_exact_mut(width) {
+                                for (v, b) in row.iter_mut().zip(&block.bias) {
+                                    *v += b;
+                                }
+                                layer_norm(row, Some((&block.ln_gain, &block.ln_bias)));
+                                activation.apply(row);
+                            }
+                        },
+                    );
                 }
             }
         }

@@ -56,6 +56,12 @@ pub struct TokenOptions {
     /// exactly this many tokens (truncating longer ones) instead of
     /// splitting into windows. Off by default.
     pub query_length: Option<usize>,
+    /// Tokens per model window for long texts, special tokens included
+    /// (`None`: the model's `max_seq_length`). Shorter windows give each
+    /// token vector a more local context, closer to the short sentences
+    /// sentence-transformers models are trained on; the cost per token
+    /// stays about the same.
+    pub window: Option<usize>,
     /// Texts tokenized and held in memory at once.
     pub batch_size: usize,
 }
@@ -65,6 +71,7 @@ impl Default for TokenOptions {
         TokenOptions {
             marker: None,
             query_length: None,
+            window: None,
             batch_size: 32,
         }
     }
@@ -97,6 +104,18 @@ struct Window {
     states: Vec<f32>,
     /// Rows of `states` that the multi-vector keeps.
     keep: std::ops::Range<usize>,
+}
+
+/// What one encoding pass produces.
+struct Plan {
+    /// Sentence embeddings of this width, normalised or not.
+    embeddings: Option<(usize, bool)>,
+    /// Token vectors.
+    tokens: bool,
+    marker: Option<u32>,
+    query_length: Option<usize>,
+    window: usize,
+    batch_size: usize,
 }
 
 /// Target tokens per parallel group: enough rows for efficient GEMMs, few
@@ -188,20 +207,15 @@ impl TextEncoder {
         options: &EncodeOptions,
     ) -> Result<Embeddings, TextError> {
         let dim = self.check_output_dim(options.output_dim)?;
-        check_batch_size(options.batch_size)?;
-        let mut values = Vec::with_capacity(texts.len() * dim);
-        for chunk in texts.chunks(options.batch_size) {
-            let encoded = self.run(chunk, None, None)?;
-            for windows in &encoded.windows {
-                let full = self.pool(windows, options.normalize);
-                let mut prefix = full[..dim].to_vec();
-                if options.normalize {
-                    normalize(&mut prefix);
-                }
-                values.extend(prefix);
-            }
-        }
-        Ok(Embeddings::new(values, dim))
+        let plan = Plan {
+            embeddings: Some((dim, options.normalize)),
+            tokens: false,
+            marker: None,
+            query_length: None,
+            window: self.max_seq_len,
+            batch_size: options.batch_size,
+        };
+        Ok(self.encode_planned(texts, &plan)?.0)
     }
 
     /// Per-token vectors of every text, L2-normalised, as a ragged
@@ -213,7 +227,30 @@ impl TextEncoder {
         texts: &[S],
         options: &TokenOptions,
     ) -> Result<MultiVectors, TextError> {
-        check_batch_size(options.batch_size)?;
+        let plan = self.token_plan(options, None)?;
+        Ok(self.encode_planned(texts, &plan)?.1)
+    }
+
+    /// Both outputs from one pass of the model: the sentence embeddings of
+    /// [`TextEncoder::encode`] (with `embedding_options`' dimension and
+    /// normalisation) and the token vectors of
+    /// [`TextEncoder::encode_tokens`] (batch size from `token_options`).
+    pub fn encode_with_tokens<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        embedding_options: &EncodeOptions,
+        token_options: &TokenOptions,
+    ) -> Result<(Embeddings, MultiVectors), TextError> {
+        let dim = self.check_output_dim(embedding_options.output_dim)?;
+        let plan = self.token_plan(token_options, Some((dim, embedding_options.normalize)))?;
+        self.encode_planned(texts, &plan)
+    }
+
+    fn token_plan(
+        &self,
+        options: &TokenOptions,
+        embeddings: Option<(usize, bool)>,
+    ) -> Result<Plan, TextError> {
         let marker = self.marker_id(options.marker)?;
         if let Some(length) = options.query_length {
             let minimum = 2 + usize::from(marker.is_some());
@@ -224,26 +261,65 @@ impl TextEncoder {
                 )));
             }
         }
+        let window = options.window.unwrap_or(self.max_seq_len);
+        let minimum = 3 + usize::from(marker.is_some());
+        if window < minimum || window > self.max_seq_len {
+            return Err(TextError::InvalidOption(format!(
+                "window {window} is outside {minimum}..={}",
+                self.max_seq_len
+            )));
+        }
+        Ok(Plan {
+            embeddings,
+            tokens: true,
+            marker,
+            query_length: options.query_length,
+            window,
+            batch_size: options.batch_size,
+        })
+    }
+
+    /// Runs the model over `texts` in batches and collects what `plan`
+    /// asks for (an empty placeholder for the other output).
+    fn encode_planned<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        plan: &Plan,
+    ) -> Result<(Embeddings, MultiVectors), TextError> {
+        check_batch_size(plan.batch_size)?;
         let h = self.hidden_size();
+        let dim = plan.embeddings.map_or(1, |(dim, _)| dim);
+        let mut embedding_values = Vec::new();
         let mut tokens = Vec::new();
-        let mut counts = Vec::with_capacity(texts.len());
-        for chunk in texts.chunks(options.batch_size) {
-            let encoded = self.run(chunk, marker, options.query_length)?;
+        let mut counts = Vec::new();
+        for chunk in texts.chunks(plan.batch_size) {
+            let encoded = self.run(chunk, plan)?;
             for windows in &encoded.windows {
-                let before = tokens.len();
-                for window in windows {
-                    tokens.extend_from_slice(
-                        &window.states[window.keep.start * h..window.keep.end * h],
-                    );
+                if let Some((dim, normalize_output)) = plan.embeddings {
+                    let full = self.pool(windows, normalize_output);
+                    let mut prefix = full[..dim].to_vec();
+                    if normalize_output {
+                        normalize(&mut prefix);
+                    }
+                    embedding_values.extend(prefix);
                 }
-                for row in tokens[before..].chunks_exact_mut(h) {
-                    normalize(row);
+                if plan.tokens {
+                    let before = tokens.len();
+                    for window in windows {
+                        tokens.extend_from_slice(
+                            &window.states[window.keep.start * h..window.keep.end * h],
+                        );
+                    }
+                    for row in tokens[before..].chunks_exact_mut(h) {
+                        normalize(row);
+                    }
+                    counts.push((tokens.len() - before) / h);
                 }
-                counts.push((tokens.len() - before) / h);
             }
         }
-        MultiVectors::new(tokens, h, &counts)
-            .map_err(|e| TextError::InvalidOption(format!("token vectors: {e}")))
+        let vectors = MultiVectors::new(tokens, h, &counts)
+            .map_err(|e| TextError::InvalidOption(format!("token vectors: {e}")))?;
+        Ok((Embeddings::new(embedding_values, dim), vectors))
     }
 
     fn check_output_dim(&self, output_dim: Option<usize>) -> Result<usize, TextError> {
@@ -311,16 +387,12 @@ impl TextEncoder {
 
     /// Tokenizes `texts`, cuts them into windows, and runs the model on
     /// groups of windows in parallel.
-    fn run<S: AsRef<str> + Sync>(
-        &self,
-        texts: &[S],
-        marker: Option<u32>,
-        query_length: Option<usize>,
-    ) -> Result<Encoded, TextError> {
+    fn run<S: AsRef<str> + Sync>(&self, texts: &[S], plan: &Plan) -> Result<Encoded, TextError> {
+        let (marker, query_length) = (plan.marker, plan.query_length);
         let contents = self.tokenizer.content_ids_batch(texts)?;
         let special = self.tokenizer.special_tokens();
         let prefix_len = 1 + usize::from(marker.is_some());
-        let capacity = self.max_seq_len - prefix_len - 1;
+        let capacity = plan.window - prefix_len - 1;
         // Every window of every text, in order, with its owner and the rows
         // it keeps.
         let mut sequences: Vec<(usize, Vec<u32>, std::ops::Range<usize>)> = Vec::new();

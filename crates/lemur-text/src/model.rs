@@ -9,8 +9,9 @@
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
+use lemur_mlp::gelu;
 use lemur_mlp::gemm::matmul_a_bt;
-use lemur_mlp::{gelu, layer_norm_with_eps};
+use lemur_mlp::simd::{dispatch, layer_norm_with_eps, softmax};
 
 use crate::BertConfig;
 use crate::config::HiddenAct;
@@ -98,13 +99,18 @@ impl BertModel {
             }
         }
         let norm = &w.embedding_norm;
-        for row in states.chunks_exact_mut(h) {
-            layer_norm_with_eps(
-                row,
-                Some((&norm.gain, &norm.bias)),
-                self.config.layer_norm_eps,
-            );
-        }
+        dispatch(
+            #[inline(always)]
+            || {
+                for row in states.chunks_exact_mut(h) {
+                    layer_norm_with_eps(
+                        row,
+                        Some((&norm.gain, &norm.bias)),
+                        self.config.layer_norm_eps,
+                    );
+                }
+            },
+        );
         states
     }
 
@@ -134,9 +140,14 @@ impl BertModel {
                 scale,
                 Par::Seq,
             );
-            for row in scratch.scores.chunks_exact_mut(len) {
-                softmax(row);
-            }
+            dispatch(
+                #[inline(always)]
+                || {
+                    for row in scratch.scores.chunks_exact_mut(len) {
+                        softmax(row);
+                    }
+                },
+            );
             let probabilities = MatRef::from_row_major_slice(&scratch.scores, len, len);
             matmul(
                 context.as_mut().subcols_mut(start, head_dim),
@@ -152,47 +163,57 @@ impl BertModel {
     /// `states = LayerNorm(states + residual)`, row by row.
     fn add_and_norm(&self, states: &mut [f32], residual: &[f32], norm: &Norm) {
         let h = self.config.hidden_size;
-        for (row, add) in states.chunks_exact_mut(h).zip(residual.chunks_exact(h)) {
-            row.iter_mut().zip(add).for_each(|(a, b)| *a += b);
-            layer_norm_with_eps(
-                row,
-                Some((&norm.gain, &norm.bias)),
-                self.config.layer_norm_eps,
-            );
-        }
+        dispatch(
+            #[inline(always)]
+            || {
+                for (row, add) in states.chunks_exact_mut(h).zip(residual.chunks_exact(h)) {
+                    for (a, b) in row.iter_mut().zip(add) {
+                        *a += b;
+                    }
+                    layer_norm_with_eps(
+                        row,
+                        Some((&norm.gain, &norm.bias)),
+                        self.config.layer_norm_eps,
+                    );
+                }
+            },
+        );
     }
 
     fn activate(&self, values: &mut [f32]) {
-        match self.config.hidden_act {
-            HiddenAct::Gelu => values.iter_mut().for_each(|v| *v = gelu(*v)),
-            HiddenAct::GeluTanh => values.iter_mut().for_each(|v| *v = gelu_tanh(*v)),
-            HiddenAct::Relu => values.iter_mut().for_each(|v| *v = v.max(0.0)),
-        }
+        let act = self.config.hidden_act;
+        dispatch(
+            #[inline(always)]
+            || {
+                for v in values.iter_mut() {
+                    *v = match act {
+                        HiddenAct::Gelu => gelu(*v),
+                        HiddenAct::GeluTanh => gelu_tanh(*v),
+                        HiddenAct::Relu => v.max(0.0),
+                    };
+                }
+            },
+        )
     }
 }
 
 /// `out[rows, out_dim] = x W^T + b`.
 fn linear(out: &mut [f32], x: &[f32], layer: &Linear, rows: usize) {
     matmul_a_bt(out, x, &layer.weight, rows, layer.in_dim, layer.out_dim);
-    for row in out.chunks_exact_mut(layer.out_dim) {
-        row.iter_mut().zip(&layer.bias).for_each(|(v, b)| *v += b);
-    }
-}
-
-/// Numerically stable softmax in place (subtracting the row maximum keeps
-/// every exponent at or below zero).
-fn softmax(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for v in row.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    row.iter_mut().for_each(|v| *v *= inv);
+    dispatch(
+        #[inline(always)]
+        || {
+            for row in out.chunks_exact_mut(layer.out_dim) {
+                for (v, b) in row.iter_mut().zip(&layer.bias) {
+                    *v += b;
+                }
+            }
+        },
+    );
 }
 
 /// The tanh approximation of GELU (`gelu_new`).
+#[inline(always)]
 fn gelu_tanh(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh())
@@ -201,14 +222,6 @@ fn gelu_tanh(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn softmax_sums_to_one_without_overflow() {
-        let mut row = vec![1000.0, 1001.0, -1000.0];
-        softmax(&mut row);
-        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert!(row[1] > row[0] && row[2] == 0.0);
-    }
 
     #[test]
     fn tanh_gelu_is_close_to_exact_gelu() {

@@ -59,6 +59,8 @@ pub mod naive;
 mod persist;
 mod search;
 pub mod synthetic;
+#[cfg(feature = "text")]
+mod text_index;
 mod weights;
 
 pub use build::{BuildConfig, BuildError, BuildReport, IndexBuilder, Stage};
@@ -69,6 +71,8 @@ pub use lemur_io::{MappedF32, TargetNorm};
 pub use lemur_maxsim::{Isa, Level, MultiVectors};
 pub use lemur_mlp::{Activation, FeatureMap};
 pub use persist::{MappedIndex, current_generation};
+#[cfg(feature = "text")]
+pub use text_index::{TextIndex, TextIndexConfig, TextIndexError, TextIndexStats};
 pub use weights::DocWeights;
 
 /// Loading and saving files (`lemur-io`).

@@ -25,6 +25,10 @@ struct Metadata {
     target_norm: Option<NormMeta>,
     solver_norm: Option<NormMeta>,
     build_config: Option<BuildConfig>,
+    /// What a layer above the index stores with it in the same generation
+    /// (the text index's document ids), so both change in one commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    extra: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,6 +79,15 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
     /// rename. A crash at any point leaves the previous index (or the new
     /// one) intact and loadable.
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<(), IndexError> {
+        self.save_with_extra(dir.as_ref(), None)
+    }
+
+    /// [`Index::save`] with `extra` stored in the same manifest.
+    pub(crate) fn save_with_extra(
+        &self,
+        dir: &Path,
+        extra: Option<serde_json::Value>,
+    ) -> Result<(), IndexError> {
         let mut writer = StoreWriter::new(dir)?;
         let feature_map = match self.feature_map.blocks() {
             Some(blocks) => {
@@ -142,6 +155,7 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             target_norm: self.target_norm.map(Into::into),
             solver_norm,
             build_config: self.build_config.clone(),
+            extra,
         };
         writer.commit(serde_json::to_value(metadata).expect("metadata serialises"))?;
         Ok(())
@@ -308,13 +322,21 @@ impl Index<Vec<f32>> {
     /// Loads a saved index fully into memory, verifying every checksum.
     /// Use this to add documents to a saved index: load, add, save.
     pub fn load(dir: impl AsRef<Path>) -> Result<Index, IndexError> {
-        let dir = dir.as_ref();
-        let (store, metadata) = open_store(dir)?;
+        Ok(Self::load_with_extra(dir.as_ref())?.0)
+    }
+
+    /// [`Index::load`], also returning what [`Index::save_with_extra`]
+    /// stored, from the same generation.
+    pub(crate) fn load_with_extra(
+        dir: &Path,
+    ) -> Result<(Index, Option<serde_json::Value>), IndexError> {
+        let (store, mut metadata) = open_store(dir)?;
         let (shape, tokens) = store.read_f32("tokens")?;
         if shape != [metadata.n_tokens, metadata.dim] {
             return Err(format_error(dir, format!("tokens has shape {shape:?}")));
         }
-        assemble(dir, &store, metadata, tokens)
+        let extra = metadata.extra.take();
+        Ok((assemble(dir, &store, metadata, tokens)?, extra))
     }
 }
 

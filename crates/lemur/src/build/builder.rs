@@ -200,12 +200,15 @@ impl<'p> IndexBuilder<'p> {
                 train_docs,
             });
         }
-        // With no training the targets only provide the normalisation, so
-        // a small sample of rows estimates it.
+        // With no training the targets only provide the normalisation,
+        // which shifts and scales every approximate score alike (the
+        // ranking does not depend on it), so a small sample of rows
+        // estimates it; each row costs a pass over every token of the
+        // sampled documents.
         let wanted_rows = if c.epochs > 0 {
             c.learn_rows
         } else {
-            c.learn_rows.min(4096)
+            c.learn_rows.min(512)
         };
         let validation_rows = if c.epochs > 0 {
             c.validation_rows.min(available / 2)

@@ -1,0 +1,260 @@
+//! `lemur text encode | index | search` with the real binary and the real
+//! MiniLM model (fetched by `cargo xtask fetch-models`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ndarray::{Array1, Array2};
+use ndarray_npy::read_npy;
+
+fn model_dir() -> PathBuf {
+    match std::env::var_os("LEMUR_TEXT_MODEL") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2"),
+    }
+}
+
+fn lemur(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lemur"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let output = lemur(args);
+    assert!(
+        output.status.success(),
+        "lemur {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    let output = lemur(args);
+    assert_eq!(output.status.code(), Some(1), "lemur {args:?} should fail");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    stderr
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lemur-text-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+const DOCS: &str = r#"{"id": "mars", "text": "Mars is the fourth planet from the Sun and has two moons."}
+{"id": "bread", "text": "To bake bread, mix flour, water, yeast and salt."}
+
+{"id": 7, "text": "In chess, the knight moves in an L shape."}
+{"id": "tea", "text": "Green tea is brewed from unoxidised leaves."}
+"#;
+
+#[test]
+fn encode_writes_embeddings_and_token_vectors() {
+    let dir = scratch("encode");
+    let input = dir.join("texts.jsonl");
+    std::fs::write(
+        &input,
+        "\"This is an example sentence\"\n{\"text\": \"Each sentence is converted\"}\n",
+    )
+    .unwrap();
+    let model = model_dir();
+    let emb = dir.join("emb.npy");
+    ok(&[
+        "text",
+        "encode",
+        "--quiet",
+        "--model",
+        s(&model),
+        "--input",
+        s(&input),
+        "--out",
+        s(&emb),
+    ]);
+    let matrix: Array2<f32> = read_npy(&emb).unwrap();
+    assert_eq!(matrix.dim(), (2, 384));
+    // The published all-MiniLM-L6-v2 values.
+    assert!((matrix[[0, 0]] - 0.067657).abs() < 1e-5);
+    let cosine: f32 = matrix.row(0).dot(&matrix.row(1));
+    assert!((cosine - 0.4046).abs() < 1e-4);
+
+    let short = dir.join("short.npy");
+    ok(&[
+        "text",
+        "encode",
+        "-q",
+        "--model",
+        s(&model),
+        "--input",
+        s(&input),
+        "--out",
+        s(&short),
+        "--output-dim",
+        "64",
+    ]);
+    let matrix: Array2<f32> = read_npy(&short).unwrap();
+    assert_eq!(matrix.dim(), (2, 64));
+
+    let tokens = dir.join("tokens.npy");
+    let counts = dir.join("counts.npy");
+    ok(&[
+        "text",
+        "encode",
+        "-q",
+        "--model",
+        s(&model),
+        "--input",
+        s(&input),
+        "--out",
+        s(&tokens),
+        "--tokens",
+        "--counts-out",
+        s(&counts),
+    ]);
+    let counts: Array1<i64> = read_npy(&counts).unwrap();
+    assert_eq!(counts.to_vec(), vec![7, 6]);
+    let tokens: Array2<f32> = read_npy(&tokens).unwrap();
+    assert_eq!(tokens.dim(), (13, 384));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn index_then_search_writes_a_run_file() {
+    let dir = scratch("index");
+    let docs = dir.join("docs.jsonl");
+    std::fs::write(&docs, DOCS).unwrap();
+    let queries = dir.join("queries.jsonl");
+    std::fs::write(
+        &queries,
+        "{\"text\": \"how does the knight move\"}\n\"moons of Mars\"\n",
+    )
+    .unwrap();
+    let index = dir.join("idx");
+    let model = model_dir();
+    let summary = ok(&[
+        "text",
+        "index",
+        "--json",
+        "--model",
+        s(&model),
+        "--docs",
+        s(&docs),
+        "--out",
+        s(&index),
+    ]);
+    let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    assert_eq!(summary["stats"]["documents"], 4);
+
+    // The model directory is recorded in the index, so --model is optional.
+    let run = dir.join("run.tsv");
+    ok(&[
+        "text",
+        "search",
+        s(&index),
+        "-q",
+        "--queries",
+        s(&queries),
+        "-k",
+        "2",
+        "--out",
+        s(&run),
+    ]);
+    let lines: Vec<Vec<String>> = std::fs::read_to_string(&run)
+        .unwrap()
+        .lines()
+        .map(|l| l.split('\t').map(str::to_owned).collect())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!((lines[0][0].as_str(), lines[0][1].as_str()), ("1", "7"));
+    assert_eq!((lines[2][0].as_str(), lines[2][1].as_str()), ("2", "mars"));
+    assert!(lines[0][2].parse::<f32>().unwrap() >= lines[1][2].parse::<f32>().unwrap());
+
+    let stdout = ok(&[
+        "text",
+        "search",
+        s(&index),
+        "-q",
+        "--model",
+        s(&model),
+        "--queries",
+        s(&queries),
+        "-k",
+        "1",
+    ]);
+    assert_eq!(stdout.lines().count(), 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_text_inputs_fail_with_one_line() {
+    let dir = scratch("bad");
+    let model = model_dir();
+    let docs = dir.join("docs.jsonl");
+    std::fs::write(&docs, DOCS).unwrap();
+    let out = dir.join("idx");
+    let error = fails(&[
+        "text",
+        "index",
+        "--model",
+        s(&dir),
+        "--docs",
+        s(&docs),
+        "--out",
+        s(&out),
+    ]);
+    assert!(error.contains("cannot load model"), "{error}");
+    let no_id = dir.join("no_id.jsonl");
+    std::fs::write(&no_id, "{\"text\": \"no id here\"}\n").unwrap();
+    let error = fails(&[
+        "text",
+        "index",
+        "-q",
+        "--model",
+        s(&model),
+        "--docs",
+        s(&no_id),
+        "--out",
+        s(&out),
+    ]);
+    assert!(error.contains("no_id.jsonl:1"), "{error}");
+    let garbled = dir.join("garbled.jsonl");
+    std::fs::write(&garbled, "{\"id\": \"a\", \"text\": \"fine\"}\n{not json\n").unwrap();
+    let error = fails(&[
+        "text",
+        "index",
+        "-q",
+        "--model",
+        s(&model),
+        "--docs",
+        s(&garbled),
+        "--out",
+        s(&out),
+    ]);
+    assert!(error.contains("garbled.jsonl:2"), "{error}");
+    let empty = dir.join("empty.jsonl");
+    std::fs::write(&empty, "{\"id\": \"a\", \"text\": \"  \"}\n").unwrap();
+    let error = fails(&[
+        "text",
+        "index",
+        "-q",
+        "--model",
+        s(&model),
+        "--docs",
+        s(&empty),
+        "--out",
+        s(&out),
+    ]);
+    assert!(error.contains("has no text"), "{error}");
+    let error = fails(&["text", "search", s(&out), "-q", "--queries", s(&docs)]);
+    assert!(error.contains("cannot open index"), "{error}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
