@@ -8,9 +8,11 @@
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use lemur::maxsim::bf16::{Bf16Vectors, PackedQueryBf16, bf16_accelerated, rerank_bf16};
 use lemur::topk::top_k_rows;
 use lemur::{Isa, SearchParams};
 use lemur_bench::{QUERY_TOKENS, fma_peak, fma_peak_flop, pool, workload};
+use rayon::prelude::*;
 
 const N_DOCS: usize = 10_000;
 const BATCH: usize = 1000;
@@ -60,6 +62,43 @@ fn stages(c: &mut Criterion) {
         .map(|&d| index.corpus().token_count(d as usize))
         .sum();
     let rerank_flop = 2 * QUERY_TOKENS * candidate_tokens * dim;
+    // The same corpus stored as bf16, and how often the bf16 rerank keeps
+    // the f32 rerank's top 10.
+    let corpus_bf16 = Bf16Vectors::from_f32(index.corpus());
+    let rerank_bf16_batch = || -> Vec<Vec<u32>> {
+        (0..RERANK_BATCH)
+            .into_par_iter()
+            .map(|i| {
+                let packed = PackedQueryBf16::new(rerank_queries.get(i), dim);
+                rerank_bf16(&packed, &corpus_bf16, &rerank_candidates[i], PARAMS.k)
+                    .into_iter()
+                    .map(|hit| hit.id)
+                    .collect()
+            })
+            .collect()
+    };
+    let exact = index.rerank(&rerank_queries, rerank_candidates, PARAMS.k);
+    let kept: usize = exact
+        .iter()
+        .zip(rerank_bf16_batch())
+        .map(|(f32_hits, bf16_ids)| {
+            f32_hits
+                .iter()
+                .filter(|h| bf16_ids.contains(&h.doc))
+                .count()
+        })
+        .sum();
+    eprintln!(
+        "bf16 rerank ({}): recall@10 against the f32 rerank {:.4}, corpus {} MB vs {} MB",
+        if bf16_accelerated() {
+            "avx512bf16"
+        } else {
+            "portable"
+        },
+        kept as f64 / (RERANK_BATCH * PARAMS.k) as f64,
+        corpus_bf16.token_bytes() >> 20,
+        (index.corpus().n_tokens() * dim * 4) >> 20,
+    );
 
     for threads in THREADS {
         let pool = pool(threads);
@@ -90,6 +129,14 @@ fn stages(c: &mut Criterion) {
                 },
             );
         }
+        let bf16_level = if bf16_accelerated() {
+            "avx512bf16"
+        } else {
+            "bf16_portable"
+        };
+        group.bench_function(BenchmarkId::new(bf16_level, format!("{threads}t")), |b| {
+            b.iter(|| pool.install(rerank_bf16_batch))
+        });
         group.finish();
 
         let mut group = c.benchmark_group("search");
@@ -109,6 +156,34 @@ fn stages(c: &mut Criterion) {
                 })
             })
         });
+        let bf16_index = index.clone().with_bf16_rerank();
+        group.throughput(Throughput::Elements(BATCH as u64));
+        group.bench_function(
+            BenchmarkId::new("batch1000_bf16_rerank", format!("{threads}t")),
+            |b| {
+                b.iter(|| {
+                    pool.install(|| {
+                        bf16_index
+                            .search_batch(queries, PARAMS)
+                            .expect("valid queries")
+                    })
+                })
+            },
+        );
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(
+            BenchmarkId::new("one_query_bf16_rerank", format!("{threads}t")),
+            |b| {
+                b.iter(|| {
+                    next = (next + 1) % BATCH;
+                    pool.install(|| {
+                        bf16_index
+                            .search_one(queries.get(next), PARAMS)
+                            .expect("valid query")
+                    })
+                })
+            },
+        );
         group.finish();
     }
 

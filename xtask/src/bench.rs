@@ -37,7 +37,11 @@ pub(crate) fn bench(filter: Option<&str>) -> Result<()> {
     println!("|---|---|---|---|---|");
     for row in &rows {
         let throughput = match row.elements {
-            Some(n) if row.name.starts_with("rerank/") || row.name.starts_with("peak/") => {
+            Some(n)
+                if row.name.starts_with("rerank/")
+                    || row.name.starts_with("peak/")
+                    || row.name.starts_with("cliff/") =>
+            {
                 format!("{:.1} GFLOP/s", n / row.median_s / 1e9)
             }
             Some(n) if row.name.starts_with("text_encode/") => {

@@ -4,6 +4,7 @@
 //! count with `ThreadPool::install`), and every matrix product inside a
 //! rayon task is sequential: one level of parallelism, never nested.
 
+use lemur_maxsim::bf16::{PackedQueryBf16, score_candidates_bf16};
 use lemur_maxsim::{MultiVectors, PackedQuery, score_candidates};
 use lemur_mlp::gemm::matmul_a_bt;
 use lemur_topk::TopK;
@@ -211,10 +212,25 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         );
         assert_eq!(queries.dim(), self.dim(), "query width");
         let dim = self.dim();
-        let packed: Vec<PackedQuery> = (0..queries.len())
-            .into_par_iter()
-            .map(|q| PackedQuery::new(queries.get(q), dim))
-            .collect();
+        // Either query packing is cheap next to scoring; only the one the
+        // rerank uses is built.
+        let (packed, packed_bf16): (Vec<PackedQuery>, Vec<PackedQueryBf16>) = match self.bf16_tokens
+        {
+            None => (
+                (0..queries.len())
+                    .into_par_iter()
+                    .map(|q| PackedQuery::new(queries.get(q), dim))
+                    .collect(),
+                Vec::new(),
+            ),
+            Some(_) => (
+                Vec::new(),
+                (0..queries.len())
+                    .into_par_iter()
+                    .map(|q| PackedQueryBf16::new(queries.get(q), dim))
+                    .collect(),
+            ),
+        };
 
         // One flat score buffer, cut into (query, chunk of candidates) tasks.
         let mut scores: Vec<f32> = vec![0.0; candidates.iter().map(|c| c.as_ref().len()).sum()];
@@ -228,9 +244,12 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             }
         }
         let isa = self.isa;
-        tasks.into_par_iter().for_each(|(q, chunk, out)| {
-            score_candidates(isa, &packed[q], &self.corpus, chunk, out);
-        });
+        tasks
+            .into_par_iter()
+            .for_each(|(q, chunk, out)| match &self.bf16_tokens {
+                None => score_candidates(isa, &packed[q], &self.corpus, chunk, out),
+                Some(stored) => score_candidates_bf16(&packed_bf16[q], stored, chunk, out),
+            });
 
         let mut offset = 0;
         candidates

@@ -199,7 +199,9 @@ fn added_documents_get_the_rows_a_full_build_gives() {
             &fit_tokens,
             first_half,
         )
-        .unwrap();
+        .unwrap()
+        // The bf16 copy of the corpus must grow with it.
+        .with_bf16_rerank();
     let ids = half
         .add_documents(&data.corpus.tokens()[split * dim..], &counts[120..])
         .unwrap();
@@ -213,7 +215,9 @@ fn added_documents_get_the_rows_a_full_build_gives() {
             assert!((g - w).abs() <= 1e-4 * scale, "doc {doc}: {g} vs {w}");
         }
     }
-    // Searching the grown index finds the added documents.
+    // Searching the grown index (its rerank on the bf16 copy) finds the
+    // added documents.
+    assert!(half.uses_bf16_rerank());
     let hits = half
         .search_one(
             data.corpus.get(200),

@@ -1,0 +1,284 @@
+//! bfloat16 token storage and MaxSim on it: half the memory of f32 and,
+//! on CPUs with AVX512-BF16, `vdpbf16ps` dot products (two multiply-adds
+//! per lane per instruction, accumulated in f32).
+//!
+//! Values are rounded to bf16 (8 significant bits) once, when stored; the
+//! query is rounded the same way, and every product of two bf16 values is
+//! exact in f32, so the only extra error against f32 MaxSim is that
+//! rounding. Elsewhere a portable path computes the same quantity in f32.
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+use lemur_topk::{Hit, TopK};
+
+use crate::MultiVectors;
+
+/// Query tokens per kernel block: one 512-bit register of f32 lanes.
+const BLOCK: usize = 16;
+
+/// `x` rounded to the nearest bf16 (ties to even), as its bit pattern.
+/// Finite inputs stay finite unless they exceed bf16's range (about
+/// `3.4e38`, the same as f32's).
+#[inline]
+pub fn to_bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    let rounding = 0x7fff + ((bits >> 16) & 1);
+    (bits.wrapping_add(rounding) >> 16) as u16
+}
+
+/// The f32 value of a bf16 bit pattern (exact).
+#[inline]
+pub fn from_bf16(bits: u16) -> f32 {
+    f32::from_bits(u32::from(bits) << 16)
+}
+
+/// Two consecutive values of a token as one `u32` of two bf16 (the first
+/// in the low half): the operand layout of `vdpbf16ps`. An odd width's
+/// last pair has a zero high half.
+#[inline]
+fn pair(values: &[f32], p: usize) -> u32 {
+    let lo = u32::from(to_bf16(values[2 * p]));
+    let hi = values.get(2 * p + 1).map_or(0, |&v| u32::from(to_bf16(v)));
+    lo | (hi << 16)
+}
+
+/// Whether this CPU runs the AVX512-BF16 kernel (otherwise the portable
+/// path computes the same scores).
+pub fn bf16_accelerated() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx512::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// A ragged set of token vectors stored as bf16: a corpus at half the
+/// memory of [`MultiVectors`]. Each token is `dim.div_ceil(2)` pairs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bf16Vectors {
+    pairs: Vec<u32>,
+    dim: usize,
+    pairs_per_token: usize,
+    /// Token offsets, as in [`MultiVectors::offsets`].
+    offsets: Vec<usize>,
+}
+
+impl Bf16Vectors {
+    /// Rounds every value of `set` to bf16.
+    pub fn from_f32<T: AsRef<[f32]>>(set: &MultiVectors<T>) -> Self {
+        let dim = set.dim();
+        let pairs_per_token = dim.div_ceil(2);
+        let mut pairs = Vec::with_capacity(set.n_tokens() * pairs_per_token);
+        for token in set.tokens().chunks_exact(dim) {
+            pairs.extend((0..pairs_per_token).map(|p| pair(token, p)));
+        }
+        Bf16Vectors {
+            pairs,
+            dim,
+            pairs_per_token,
+            offsets: set.offsets().to_vec(),
+        }
+    }
+
+    /// Number of sets.
+    pub fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// Whether there are no sets.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Token width.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Tokens in all sets.
+    pub fn n_tokens(&self) -> usize {
+        self.offsets[self.len()]
+    }
+
+    /// Bytes of token storage (half of f32's for even widths).
+    pub fn token_bytes(&self) -> usize {
+        self.pairs.len() * size_of::<u32>()
+    }
+
+    /// Set `i` as pairs, `[tokens, dim.div_ceil(2)]`.
+    ///
+    /// # Panics
+    ///
+    /// If `i >= len()`.
+    pub fn get(&self, i: usize) -> &[u32] {
+        let ppt = self.pairs_per_token;
+        &self.pairs[self.offsets[i] * ppt..self.offsets[i + 1] * ppt]
+    }
+
+    /// Appends the sets of `other` (same width).
+    ///
+    /// # Panics
+    ///
+    /// If the widths differ.
+    #[track_caller]
+    pub fn append(&mut self, other: &Bf16Vectors) {
+        assert_eq!(self.dim, other.dim, "appending sets of another width");
+        let base = self.n_tokens();
+        self.pairs.extend_from_slice(&other.pairs);
+        self.offsets
+            .extend(other.offsets[1..].iter().map(|o| base + o));
+    }
+
+    /// Token `t` of set `i` back in f32 (the rounded values).
+    pub fn token(&self, i: usize, t: usize) -> Vec<f32> {
+        let row = &self.get(i)[t * self.pairs_per_token..(t + 1) * self.pairs_per_token];
+        row.iter()
+            .flat_map(|&p| [from_bf16(p as u16), from_bf16((p >> 16) as u16)])
+            .take(self.dim)
+            .collect()
+    }
+}
+
+/// A query rounded to bf16 and laid out for the kernels: blocks of 16
+/// query tokens, each as `[pairs][16 lanes]` of bf16 pairs (padding lanes
+/// zero).
+#[derive(Debug, Clone, Default)]
+pub struct PackedQueryBf16 {
+    packed: Vec<u32>,
+    dim: usize,
+    n_tokens: usize,
+}
+
+impl PackedQueryBf16 {
+    /// Packs `query` (`[q, dim]`).
+    ///
+    /// # Panics
+    ///
+    /// If `dim == 0`, the query is empty or not a whole number of tokens.
+    #[track_caller]
+    pub fn new(query: &[f32], dim: usize) -> Self {
+        assert!(dim > 0, "dim must be at least 1");
+        assert!(
+            !query.is_empty() && query.len().is_multiple_of(dim),
+            "query is not [q, dim]"
+        );
+        let n_tokens = query.len() / dim;
+        let pairs = dim.div_ceil(2);
+        let blocks = n_tokens.div_ceil(BLOCK);
+        let mut packed = vec![0u32; blocks * pairs * BLOCK];
+        for (i, token) in query.chunks_exact(dim).enumerate() {
+            let (block, lane) = (i / BLOCK, i % BLOCK);
+            for p in 0..pairs {
+                packed[(block * pairs + p) * BLOCK + lane] = pair(token, p);
+            }
+        }
+        PackedQueryBf16 {
+            packed,
+            dim,
+            n_tokens,
+        }
+    }
+
+    /// Token width.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Query tokens.
+    pub fn n_tokens(&self) -> usize {
+        self.n_tokens
+    }
+
+    fn pairs(&self) -> usize {
+        self.dim.div_ceil(2)
+    }
+
+    /// The pair `p` of query token `i`.
+    fn pair_of(&self, i: usize, p: usize) -> u32 {
+        self.packed[((i / BLOCK) * self.pairs() + p) * BLOCK + i % BLOCK]
+    }
+}
+
+/// MaxSim of a bf16 query against one bf16 document (`doc` from
+/// [`Bf16Vectors::get`]), accumulated in f32.
+///
+/// # Panics
+///
+/// If `doc` is empty or not whole tokens of the query's width.
+#[track_caller]
+pub fn maxsim_bf16(query: &PackedQueryBf16, doc: &[u32]) -> f32 {
+    let pairs = query.pairs();
+    assert!(
+        !doc.is_empty() && doc.len().is_multiple_of(pairs),
+        "document is not [n, dim.div_ceil(2)] pairs"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        return avx512::maxsim(&query.packed, query.n_tokens, pairs, doc);
+    }
+    maxsim_portable(query, doc)
+}
+
+/// The portable path: the same bf16 products, summed in f32.
+pub fn maxsim_portable(query: &PackedQueryBf16, doc: &[u32]) -> f32 {
+    let pairs = query.pairs();
+    let mut total = 0.0f32;
+    for i in 0..query.n_tokens {
+        let mut best = f32::NEG_INFINITY;
+        for row in doc.chunks_exact(pairs) {
+            let mut dot = 0.0f32;
+            for (p, &d) in row.iter().enumerate() {
+                let q = query.pair_of(i, p);
+                dot += from_bf16(q as u16) * from_bf16(d as u16)
+                    + from_bf16((q >> 16) as u16) * from_bf16((d >> 16) as u16);
+            }
+            best = best.max(dot);
+        }
+        total += best;
+    }
+    total
+}
+
+/// Writes the bf16 MaxSim of `query` against each candidate into `scores`.
+///
+/// # Panics
+///
+/// If the widths or lengths differ or a candidate id is out of range.
+#[track_caller]
+pub fn score_candidates_bf16(
+    query: &PackedQueryBf16,
+    corpus: &Bf16Vectors,
+    candidates: &[u32],
+    scores: &mut [f32],
+) {
+    assert_eq!(candidates.len(), scores.len());
+    assert_eq!(query.dim(), corpus.dim(), "query and corpus widths differ");
+    for (&doc, score) in candidates.iter().zip(scores) {
+        *score = maxsim_bf16(query, corpus.get(doc as usize));
+    }
+}
+
+/// The `k` candidates with the highest bf16 MaxSim against `query`, best
+/// first, ties to the lower id.
+///
+/// # Panics
+///
+/// If the widths differ or a candidate id is out of range.
+#[track_caller]
+pub fn rerank_bf16(
+    query: &PackedQueryBf16,
+    corpus: &Bf16Vectors,
+    candidates: &[u32],
+    k: usize,
+) -> Vec<Hit> {
+    assert_eq!(query.dim(), corpus.dim(), "query and corpus widths differ");
+    let mut best = TopK::new(k.min(candidates.len()));
+    for &doc in candidates {
+        best.push(doc, maxsim_bf16(query, corpus.get(doc as usize)));
+    }
+    best.drain_sorted()
+}

@@ -1,0 +1,148 @@
+//! bf16 storage and MaxSim against the f64 reference on the bf16-rounded
+//! values, on the AVX512-BF16 kernel (when this CPU has it; required when
+//! /proc/cpuinfo advertises `avx512_bf16`) and on the portable path.
+
+use lemur_maxsim::MultiVectors;
+use lemur_maxsim::bf16::{
+    Bf16Vectors, PackedQueryBf16, bf16_accelerated, from_bf16, maxsim_bf16, maxsim_portable,
+    rerank_bf16, to_bf16,
+};
+use proptest::prelude::*;
+
+fn rounded(values: &[f32]) -> Vec<f32> {
+    values.iter().map(|&v| from_bf16(to_bf16(v))).collect()
+}
+
+/// f64 MaxSim of the rounded values, and the same sum over absolute
+/// products (the scale of the rounding error).
+fn reference(query: &[f32], doc: &[f32], dim: usize) -> (f64, f64) {
+    let (query, doc) = (rounded(query), rounded(doc));
+    let mut total = 0.0;
+    let mut scale = 0.0;
+    for q in query.chunks_exact(dim) {
+        let mut best = f64::NEG_INFINITY;
+        let mut best_abs = 0.0f64;
+        for d in doc.chunks_exact(dim) {
+            let dot: f64 = q.iter().zip(d).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let abs: f64 = q
+                .iter()
+                .zip(d)
+                .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                .sum();
+            best = best.max(dot);
+            best_abs = best_abs.max(abs);
+        }
+        total += best;
+        scale += best_abs;
+    }
+    (total, scale)
+}
+
+fn cpu_advertises_bf16() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|s| s.contains(" avx512_bf16"))
+}
+
+#[test]
+fn the_accelerated_kernel_runs_where_the_cpu_has_it() {
+    if cpu_advertises_bf16() {
+        assert!(
+            bf16_accelerated(),
+            "/proc/cpuinfo has avx512_bf16 but the kernel is unavailable"
+        );
+    }
+    println!(
+        "lemur-isa-ran: {} (bf16)",
+        if bf16_accelerated() {
+            "avx512bf16"
+        } else {
+            "bf16-portable"
+        }
+    );
+}
+
+#[test]
+fn rounding_is_to_nearest_even() {
+    assert_eq!(to_bf16(1.0), 0x3f80);
+    // 1 + 2^-8 is halfway between two bf16 values: ties to even (down).
+    assert_eq!(to_bf16(1.0 + 2f32.powi(-8)), 0x3f80);
+    // 1 + 3 * 2^-8 is halfway too: ties to even (up).
+    assert_eq!(to_bf16(1.0 + 3.0 * 2f32.powi(-8)), 0x3f82);
+    assert_eq!(from_bf16(to_bf16(-2.5)), -2.5);
+    for i in 0..10_000 {
+        let x = (i as f32 * 0.731).sin() * 10f32.powi(i % 7 - 3);
+        let back = from_bf16(to_bf16(x));
+        assert!((back - x).abs() <= x.abs() * 2f32.powi(-8), "{x} -> {back}");
+    }
+}
+
+fn values(n: usize) -> impl Strategy<Value = Vec<f32>> {
+    proptest::collection::vec(-1.0f32..1.0, n)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn maxsim_matches_the_reference_on_rounded_values(
+        dim in prop::sample::select(vec![1usize, 2, 3, 7, 16, 31, 48, 64, 96, 100, 128, 129]),
+        q in 1usize..=40,
+        n in 1usize..=40,
+        seed in any::<u64>(),
+    ) {
+        let mut state = seed | 1;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        };
+        let query: Vec<f32> = (0..q * dim).map(|_| next()).collect();
+        let doc: Vec<f32> = (0..n * dim).map(|_| next()).collect();
+        let corpus = MultiVectors::new(doc.clone(), dim, &[n]).unwrap();
+        let stored = Bf16Vectors::from_f32(&corpus);
+        let packed = PackedQueryBf16::new(&query, dim);
+        let (want, scale) = reference(&query, &doc, dim);
+        let tolerance = 1e-5 * scale + 1e-6;
+        let portable = maxsim_portable(&packed, stored.get(0)) as f64;
+        prop_assert!((portable - want).abs() <= tolerance, "portable {} vs {}", portable, want);
+        let dispatched = maxsim_bf16(&packed, stored.get(0)) as f64;
+        prop_assert!((dispatched - want).abs() <= tolerance, "kernel {} vs {}", dispatched, want);
+    }
+
+    #[test]
+    fn stored_values_are_the_rounded_ones(v in values(2 * 9)) {
+        let set = MultiVectors::new(v.clone(), 9, &[2]).unwrap();
+        let stored = Bf16Vectors::from_f32(&set);
+        prop_assert_eq!(stored.token(0, 1), rounded(&v[9..]));
+        prop_assert_eq!(stored.token_bytes(), 2 * 5 * 4);
+    }
+}
+
+#[test]
+fn rerank_orders_by_score_then_id() {
+    let dim = 8;
+    let docs: Vec<f32> = (0..6 * 3 * dim)
+        .map(|i| ((i * 37 % 23) as f32 - 11.0) / 11.0)
+        .collect();
+    // Documents 4 and 5 repeat documents 0 and 1: equal scores, lower id first.
+    let mut all = docs.clone();
+    all.extend_from_slice(&docs[..2 * 3 * dim]);
+    let corpus = MultiVectors::new(all, dim, &[3; 8]).unwrap();
+    let stored = Bf16Vectors::from_f32(&corpus);
+    let query: Vec<f32> = (0..4 * dim)
+        .map(|i| ((i * 11 % 7) as f32 - 3.0) / 3.0)
+        .collect();
+    let packed = PackedQueryBf16::new(&query, dim);
+    let candidates: Vec<u32> = (0..8).collect();
+    let hits = rerank_bf16(&packed, &stored, &candidates, 8);
+    assert_eq!(hits.len(), 8);
+    for pair in hits.windows(2) {
+        assert!(
+            pair[0].score > pair[1].score
+                || (pair[0].score == pair[1].score && pair[0].id < pair[1].id)
+        );
+    }
+    for hit in &hits {
+        assert_eq!(hit.score, maxsim_bf16(&packed, stored.get(hit.id as usize)));
+    }
+}
