@@ -1,37 +1,12 @@
 //! The real `lemur` binary, every subcommand, including its error paths.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::path::{Path, PathBuf};
+
+use common::{fails, ok};
 use lemur::io::save_multivectors;
 use lemur::synthetic::{self, CorpusSpec};
-
-fn lemur(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lemur"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let output = lemur(args);
-    assert!(
-        output.status.success(),
-        "lemur {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-/// Runs a command that must fail; returns its one-line error.
-fn fails(args: &[&str]) -> String {
-    let output = lemur(args);
-    assert_eq!(output.status.code(), Some(1), "lemur {args:?} should fail");
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(stderr.starts_with("error: "), "{stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
-    stderr
-}
 
 struct Files {
     dir: PathBuf,

@@ -1,9 +1,11 @@
 //! `lemur text encode | index | search` with the real binary and the real
 //! MiniLM model (fetched by `cargo xtask fetch-models`).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::path::{Path, PathBuf};
+
+use common::{fails, ok};
 use ndarray::{Array1, Array2};
 use ndarray_npy::read_npy;
 
@@ -12,32 +14,6 @@ fn model_dir() -> PathBuf {
         Some(dir) => PathBuf::from(dir),
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2"),
     }
-}
-
-fn lemur(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lemur"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let output = lemur(args);
-    assert!(
-        output.status.success(),
-        "lemur {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-fn fails(args: &[&str]) -> String {
-    let output = lemur(args);
-    assert_eq!(output.status.code(), Some(1), "lemur {args:?} should fail");
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(stderr.starts_with("error: "), "{stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
-    stderr
 }
 
 fn scratch(name: &str) -> PathBuf {
