@@ -93,12 +93,13 @@ fn stages(c: &mut Criterion) {
         if bf16_accelerated() {
             "avx512bf16"
         } else {
-            "portable"
+            "generic kernel"
         },
         kept as f64 / (RERANK_BATCH * PARAMS.k) as f64,
         corpus_bf16.token_bytes() >> 20,
         (index.corpus().n_tokens() * dim * 4) >> 20,
     );
+    let bf16_index = index.clone().with_bf16();
 
     for threads in THREADS {
         let pool = pool(threads);
@@ -114,6 +115,10 @@ fn stages(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("fused_k200", format!("{threads}t")), |b| {
             b.iter(|| pool.install(|| index.candidates(&features, PARAMS.n_candidates)))
         });
+        group.bench_function(
+            BenchmarkId::new("fused_k200_bf16", format!("{threads}t")),
+            |b| b.iter(|| pool.install(|| bf16_index.candidates(&features, PARAMS.n_candidates))),
+        );
         group.finish();
 
         let mut group = c.benchmark_group("rerank");
@@ -130,9 +135,9 @@ fn stages(c: &mut Criterion) {
             );
         }
         let bf16_level = if bf16_accelerated() {
-            "avx512bf16"
+            "avx512bf16".to_owned()
         } else {
-            "bf16_portable"
+            format!("bf16_{}", Isa::detect().level().name())
         };
         group.bench_function(BenchmarkId::new(bf16_level, format!("{threads}t")), |b| {
             b.iter(|| pool.install(rerank_bf16_batch))
@@ -156,10 +161,9 @@ fn stages(c: &mut Criterion) {
                 })
             })
         });
-        let bf16_index = index.clone().with_bf16_rerank();
         group.throughput(Throughput::Elements(BATCH as u64));
         group.bench_function(
-            BenchmarkId::new("batch1000_bf16_rerank", format!("{threads}t")),
+            BenchmarkId::new("batch1000_bf16", format!("{threads}t")),
             |b| {
                 b.iter(|| {
                     pool.install(|| {
@@ -172,7 +176,7 @@ fn stages(c: &mut Criterion) {
         );
         group.throughput(Throughput::Elements(1));
         group.bench_function(
-            BenchmarkId::new("one_query_bf16_rerank", format!("{threads}t")),
+            BenchmarkId::new("one_query_bf16", format!("{threads}t")),
             |b| {
                 b.iter(|| {
                     next = (next + 1) % BATCH;

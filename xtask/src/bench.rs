@@ -1,4 +1,5 @@
-//! `cargo xtask bench`: run the criterion benches and summarise them.
+//! `cargo xtask bench`: run the criterion benches and summarise them, then
+//! time index builds per stage (without a filter).
 
 use std::path::Path;
 
@@ -60,6 +61,33 @@ pub(crate) fn bench(filter: Option<&str>) -> Result<()> {
             human(row.min_s),
             human(row.max_s)
         );
+    }
+    if filter.is_none() {
+        build_stages()?;
+    }
+    Ok(())
+}
+
+/// Index builds are minutes long, too long for criterion's repeated
+/// samples: one build per thread count, timed per stage by the builder
+/// itself (W10k, random features and a 10-epoch trained map on 20,000
+/// learn rows x 2,048 training documents), with recall beside it.
+fn build_stages() -> Result<()> {
+    for threads in ["1", "2"] {
+        println!();
+        println!("Build stages on W10k, {threads} thread(s):");
+        let mut command = cargo();
+        command.args([
+            "run",
+            "--release",
+            "-p",
+            "lemur-bench",
+            "--bin",
+            "recall",
+            "--",
+        ]);
+        command.args([threads, "20000", "2048", "10"]);
+        run(command)?;
     }
     Ok(())
 }

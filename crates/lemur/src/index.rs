@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use lemur_io::{NpzOptions, TargetNorm, load_multivectors, load_npz};
-use lemur_maxsim::bf16::Bf16Vectors;
+use lemur_maxsim::bf16::{Bf16Matrix, Bf16Vectors};
 use lemur_maxsim::{Isa, MultiVectors};
 use lemur_mlp::FeatureMap;
 
@@ -62,9 +62,16 @@ pub struct Index<T = Vec<f32>> {
     pub(crate) solver: Option<SolverState>,
     /// The configuration the index was built with, when built in Rust.
     pub(crate) build_config: Option<BuildConfig>,
-    /// A bf16 copy of the corpus the rerank uses instead of the f32 one
-    /// ([`Index::with_bf16_rerank`]).
-    pub(crate) bf16_tokens: Option<Arc<Bf16Vectors>>,
+    /// bf16 copies of the corpus and `W` that searches use instead of the
+    /// f32 ones ([`Index::with_bf16`]).
+    pub(crate) bf16: Option<Arc<Bf16Copy>>,
+}
+
+/// The reduced-precision copy a search runs on after [`Index::with_bf16`].
+#[derive(Debug, Clone)]
+pub(crate) struct Bf16Copy {
+    pub(crate) tokens: Bf16Vectors,
+    pub(crate) weights: Bf16Matrix,
 }
 
 /// The weight solver of an index built in Rust.
@@ -113,7 +120,7 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             isa: Isa::detect(),
             solver: None,
             build_config: None,
-            bf16_tokens: None,
+            bf16: None,
         })
     }
 
@@ -165,22 +172,32 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         &self.corpus
     }
 
-    /// Opt-in reduced precision: the exact rerank scores candidates against
-    /// a bf16 copy of the corpus (built here, half the bytes of the f32
-    /// tokens) with AVX512-BF16 dot products where the CPU has them (a
-    /// portable f32 path elsewhere), the query rounded to bf16 too. On W10k
-    /// this is 2.3x the f32 AVX-512 rerank and keeps 99.95% of its top 10
-    /// (docs/PERFORMANCE.md). With [`Index::open`] the f32 tokens stay
-    /// memory-mapped and untouched by searches, so only the bf16 copy is
-    /// resident. Not saved: call it again after opening.
-    pub fn with_bf16_rerank(mut self) -> Self {
-        self.bf16_tokens = Some(Arc::new(Bf16Vectors::from_f32(&self.corpus)));
+    /// Opt-in reduced precision: searches score `W` and rerank the corpus
+    /// on bf16 copies built here (each half the bytes of its f32 original),
+    /// products accumulated in f32; query features and tokens are rounded
+    /// to bf16 too. Where the CPU has AVX512-BF16 the rerank runs on
+    /// `vdpbf16ps` (2.3x the f32 AVX-512 kernel on W10k); elsewhere the
+    /// generic kernel widens each bf16 value as it loads it (exact), which
+    /// on AVX2 halves the bytes a single query's scoring streams (about 2x
+    /// faster scoring) but reranks at about 0.6x the f32 kernel's speed
+    /// (docs/PERFORMANCE.md). Results keep 99.9% of the f32 pipeline's top
+    /// 10 on W10k and do not depend on how queries are batched. With
+    /// [`Index::open`] the f32 tokens stay memory-mapped and untouched by
+    /// searches, so only the bf16 tokens are resident. The f32 data stays
+    /// the source of truth: saving writes it, and documents added later are
+    /// fitted in f32 and then rounded. Not saved: call it again after
+    /// opening.
+    pub fn with_bf16(mut self) -> Self {
+        self.bf16 = Some(Arc::new(Bf16Copy {
+            tokens: Bf16Vectors::from_f32(&self.corpus),
+            weights: Bf16Matrix::from_f32(self.weights.values(), self.feature_dim()),
+        }));
         self
     }
 
-    /// Whether the rerank runs on the bf16 copy.
-    pub fn uses_bf16_rerank(&self) -> bool {
-        self.bf16_tokens.is_some()
+    /// Whether searches run on the bf16 copies ([`Index::with_bf16`]).
+    pub fn uses_bf16(&self) -> bool {
+        self.bf16.is_some()
     }
 
     /// The configuration this index was built with, when it was built in
@@ -264,8 +281,11 @@ impl Index<Vec<f32>> {
         let added = MultiVectors::new(tokens, self.dim(), counts)?;
         let rows = DocWeights::new(solver.fit(&added), added.len(), self.feature_dim())?;
         let first = self.len();
-        if let Some(stored) = &mut self.bf16_tokens {
-            Arc::make_mut(stored).append(&Bf16Vectors::from_f32(&added));
+        if let Some(copy) = &mut self.bf16 {
+            let copy = Arc::make_mut(copy);
+            copy.tokens.append(&Bf16Vectors::from_f32(&added));
+            copy.weights
+                .append(&Bf16Matrix::from_f32(rows.values(), rows.width()));
         }
         self.corpus.append(&added)?;
         self.weights.append(&rows);

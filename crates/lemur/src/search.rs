@@ -4,7 +4,7 @@
 //! count with `ThreadPool::install`), and every matrix product inside a
 //! rayon task is sequential: one level of parallelism, never nested.
 
-use lemur_maxsim::bf16::{PackedQueryBf16, score_candidates_bf16};
+use lemur_maxsim::bf16::{Bf16Matrix, PackedQueryBf16, dot_products_bf16, score_candidates_bf16};
 use lemur_maxsim::{MultiVectors, PackedQuery, score_candidates};
 use lemur_mlp::gemm::matmul_a_bt;
 use lemur_topk::TopK;
@@ -16,6 +16,11 @@ use crate::index::{Hit, Index, SearchParams};
 /// Documents per scoring block: the `[queries, block]` score tile stays
 /// small while each GEMM is still large enough to run at full speed.
 const DOC_BLOCK: usize = 2048;
+/// Documents per scoring block for a handful of queries: scoring is then a
+/// stream through `W`, and small blocks spread it evenly over the threads.
+const SMALL_BATCH_DOC_BLOCK: usize = 256;
+/// Batches below this many queries use [`SMALL_BATCH_DOC_BLOCK`].
+const SMALL_BATCH: usize = 16;
 /// Queries scored together; bounds the score tile for huge batches.
 const QUERY_BLOCK: usize = 256;
 /// Candidates per rerank task: small enough to balance a single query's
@@ -87,8 +92,8 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
     }
 
     /// Stage 2 alone: the full approximate score matrix `f W^T`
-    /// (`[n_queries, m]`). The search path never builds it (see
-    /// [`Index::candidates`]); benchmarks and tests do.
+    /// (`[n_queries, m]`), always on the f32 `W`. The search path never
+    /// builds it (see [`Index::candidates`]); benchmarks and tests do.
     ///
     /// # Panics
     ///
@@ -126,17 +131,39 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         let mut all = Vec::with_capacity(features.len() / h);
         for batch in features.chunks(QUERY_BLOCK * h) {
             let n_queries = batch.len() / h;
+            let doc_block = if n_queries < SMALL_BATCH {
+                SMALL_BATCH_DOC_BLOCK
+            } else {
+                DOC_BLOCK
+            };
+            // With the bf16 copy, `W` is read at half the bytes (what a
+            // few queries are bound by) and the features are rounded once
+            // per batch. Every batch size takes this path, so a query's
+            // candidates do not depend on what it is batched with.
+            let batch_bf16 = self
+                .bf16
+                .as_ref()
+                .map(|copy| (Bf16Matrix::from_f32(batch, h), &copy.weights));
             let fresh = || vec![TopK::new(n_candidates); n_queries];
-            let collectors = (0..m.div_ceil(DOC_BLOCK))
+            let collectors = (0..m.div_ceil(doc_block))
                 .into_par_iter()
                 .fold(
                     || (fresh(), Vec::new()),
                     |(mut tops, mut tile), block| {
-                        let first = block * DOC_BLOCK;
-                        let n_docs = DOC_BLOCK.min(m - first);
+                        let first = block * doc_block;
+                        let n_docs = doc_block.min(m - first);
                         tile.resize(n_queries * n_docs, 0.0);
-                        let rows = &weights[first * h..(first + n_docs) * h];
-                        matmul_a_bt(&mut tile, batch, rows, n_queries, h, n_docs);
+                        match &batch_bf16 {
+                            None => {
+                                let rows = &weights[first * h..(first + n_docs) * h];
+                                matmul_a_bt(&mut tile, batch, rows, n_queries, h, n_docs);
+                            }
+                            Some((queries, rows)) => {
+                                dot_products_bf16(
+                                    self.isa, queries, rows, first, n_docs, &mut tile,
+                                );
+                            }
+                        }
                         for (top, scores) in tops.iter_mut().zip(tile.chunks_exact(n_docs)) {
                             top.extend_from_scores(first as u32, scores);
                         }
@@ -214,8 +241,7 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         let dim = self.dim();
         // Either query packing is cheap next to scoring; only the one the
         // rerank uses is built.
-        let (packed, packed_bf16): (Vec<PackedQuery>, Vec<PackedQueryBf16>) = match self.bf16_tokens
-        {
+        let (packed, packed_bf16): (Vec<PackedQuery>, Vec<PackedQueryBf16>) = match self.bf16 {
             None => (
                 (0..queries.len())
                     .into_par_iter()
@@ -227,7 +253,7 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
                 Vec::new(),
                 (0..queries.len())
                     .into_par_iter()
-                    .map(|q| PackedQueryBf16::new(queries.get(q), dim))
+                    .map(|q| PackedQueryBf16::new(queries.get(q), dim).with_isa(self.isa))
                     .collect(),
             ),
         };
@@ -246,9 +272,9 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         let isa = self.isa;
         tasks
             .into_par_iter()
-            .for_each(|(q, chunk, out)| match &self.bf16_tokens {
+            .for_each(|(q, chunk, out)| match &self.bf16 {
                 None => score_candidates(isa, &packed[q], &self.corpus, chunk, out),
-                Some(stored) => score_candidates_bf16(&packed_bf16[q], stored, chunk, out),
+                Some(copy) => score_candidates_bf16(&packed_bf16[q], &copy.tokens, chunk, out),
             });
 
         let mut offset = 0;

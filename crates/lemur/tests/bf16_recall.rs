@@ -34,7 +34,7 @@ fn bf16_top10_matches_f32_top10() {
 }
 
 #[test]
-fn an_index_with_bf16_rerank_keeps_the_f32_results() {
+fn an_index_searched_in_bf16_keeps_the_f32_results() {
     use lemur::{DocWeights, Index, SearchParams, WeightSolver};
 
     let spec = CorpusSpec {
@@ -49,8 +49,8 @@ fn an_index_with_bf16_rerank_keeps_the_f32_results() {
     let solver = WeightSolver::new(&psi, &sample, norm).unwrap();
     let weights = DocWeights::new(solver.fit(&data.corpus), spec.n_docs, 512).unwrap();
     let index = Index::new(psi, weights, data.corpus.clone()).unwrap();
-    let bf16 = index.clone().with_bf16_rerank();
-    assert!(bf16.uses_bf16_rerank() && !index.uses_bf16_rerank());
+    let bf16 = index.clone().with_bf16();
+    assert!(bf16.uses_bf16() && !index.uses_bf16());
     let queries = data.queries(40, 32, 5);
     let params = SearchParams {
         k: 10,
@@ -69,6 +69,11 @@ fn an_index_with_bf16_rerank_keeps_the_f32_results() {
         .sum();
     let recall = kept as f64 / 400.0;
     println!("bf16 pipeline keeps {recall:.4} of the f32 top 10");
+    // A query alone (a small batch: small scoring blocks) finds what it
+    // finds inside the batch.
+    for q in [0, 17, 39] {
+        assert_eq!(bf16.search_one(queries.get(q), params).unwrap(), reduced[q]);
+    }
     assert!(recall >= 0.998, "{recall}");
     for (e, r) in exact.iter().zip(&reduced) {
         for (a, b) in e.iter().zip(r) {

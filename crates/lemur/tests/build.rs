@@ -104,11 +104,23 @@ fn trained_and_random_feature_indexes_find_the_exact_top_10() {
         .build()
         .unwrap();
     let mut recalls = Vec::new();
-    for epochs in [0, 8] {
+    // Random features, training on all 128 outputs, and training on the
+    // targets' 32 dominant directions (the sketch).
+    for (epochs, target_rank) in [(0, 0), (8, 0), (8, 32)] {
+        let config = BuildConfig {
+            target_rank,
+            ..small_config(epochs)
+        };
         let (index, report) = pool
-            .install(|| IndexBuilder::new(small_config(epochs)).build(data.corpus.clone(), None))
+            .install(|| IndexBuilder::new(config).build(data.corpus.clone(), None))
             .unwrap();
         assert_eq!(index.len(), 400);
+        let outputs = match (epochs, target_rank) {
+            (0, _) => 0,
+            (_, 0) => 128,
+            (_, rank) => rank,
+        };
+        assert_eq!(report.trained_outputs, outputs);
         recalls.push(recall(&index, &data, 30));
         if let Some(training) = &report.training {
             assert!(
@@ -127,15 +139,17 @@ fn trained_and_random_feature_indexes_find_the_exact_top_10() {
     // 30 candidates of 400 documents: the random features get most of the
     // exact top 10, and training must do clearly better.
     eprintln!(
-        "recall@10 with 30 of 400 candidates: random features {}, trained {}",
-        recalls[0], recalls[1]
+        "recall@10 with 30 of 400 candidates: random features {}, trained {}, trained on 32 directions {}",
+        recalls[0], recalls[1], recalls[2]
     );
     assert!(recalls[0] >= 0.85, "random features: {}", recalls[0]);
-    assert!(recalls[1] >= 0.92, "trained: {}", recalls[1]);
-    assert!(
-        recalls[1] > recalls[0] + 0.03,
-        "training must improve on random features: {recalls:?}"
-    );
+    for trained in &recalls[1..] {
+        assert!(*trained >= 0.92, "trained: {recalls:?}");
+        assert!(
+            *trained > recalls[0] + 0.03,
+            "training must improve on random features: {recalls:?}"
+        );
+    }
 }
 
 #[test]
@@ -201,7 +215,7 @@ fn added_documents_get_the_rows_a_full_build_gives() {
         )
         .unwrap()
         // The bf16 copy of the corpus must grow with it.
-        .with_bf16_rerank();
+        .with_bf16();
     let ids = half
         .add_documents(&data.corpus.tokens()[split * dim..], &counts[120..])
         .unwrap();
@@ -217,7 +231,7 @@ fn added_documents_get_the_rows_a_full_build_gives() {
     }
     // Searching the grown index (its rerank on the bf16 copy) finds the
     // added documents.
-    assert!(half.uses_bf16_rerank());
+    assert!(half.uses_bf16());
     let hits = half
         .search_one(
             data.corpus.get(200),

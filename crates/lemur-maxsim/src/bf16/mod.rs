@@ -5,14 +5,20 @@
 //! Values are rounded to bf16 (8 significant bits) once, when stored; the
 //! query is rounded the same way, and every product of two bf16 values is
 //! exact in f32, so the only extra error against f32 MaxSim is that
-//! rounding. Elsewhere a portable path computes the same quantity in f32.
+//! rounding. Elsewhere the crate's generic MaxSim kernel runs on the bf16
+//! storage directly (each value widened to f32 as it is broadcast, which
+//! is exact), at any [`Isa`] level: the same products, summed in f32.
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod matrix;
 
 use lemur_topk::{Hit, TopK};
 
-use crate::MultiVectors;
+use crate::kernel::{MaxSimOp, PackedQuery};
+use crate::{Isa, MultiVectors};
+
+pub use matrix::{Bf16Matrix, dot_products_bf16};
 
 /// Query tokens per kernel block: one 512-bit register of f32 lanes.
 const BLOCK: usize = 16;
@@ -43,8 +49,8 @@ fn pair(values: &[f32], p: usize) -> u32 {
     lo | (hi << 16)
 }
 
-/// Whether this CPU runs the AVX512-BF16 kernel (otherwise the portable
-/// path computes the same scores).
+/// Whether this CPU runs the AVX512-BF16 kernel (otherwise the generic
+/// kernel computes the same scores).
 pub fn bf16_accelerated() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -143,14 +149,18 @@ impl Bf16Vectors {
     }
 }
 
-/// A query rounded to bf16 and laid out for the kernels: blocks of 16
-/// query tokens, each as `[pairs][16 lanes]` of bf16 pairs (padding lanes
-/// zero).
-#[derive(Debug, Clone, Default)]
+/// A query rounded to bf16 and laid out for the kernels: for the
+/// AVX512-BF16 kernel, blocks of 16 query tokens, each as `[pairs][16
+/// lanes]` of bf16 pairs (padding lanes zero); for the generic kernel, the
+/// rounded values packed as a [`PackedQuery`]. It also records the level
+/// the generic kernel runs at.
+#[derive(Debug, Clone)]
 pub struct PackedQueryBf16 {
     packed: Vec<u32>,
+    rounded: PackedQuery,
     dim: usize,
     n_tokens: usize,
+    isa: Isa,
 }
 
 impl PackedQueryBf16 {
@@ -176,11 +186,21 @@ impl PackedQueryBf16 {
                 packed[(block * pairs + p) * BLOCK + lane] = pair(token, p);
             }
         }
+        let rounded: Vec<f32> = query.iter().map(|&v| from_bf16(to_bf16(v))).collect();
         PackedQueryBf16 {
             packed,
+            rounded: PackedQuery::new(&rounded, dim),
             dim,
             n_tokens,
+            isa: Isa::detect(),
         }
+    }
+
+    /// Runs the generic kernel at `isa` (instead of the best level
+    /// detected) when the AVX512-BF16 kernel is not used.
+    pub fn with_isa(mut self, isa: Isa) -> Self {
+        self.isa = isa;
+        self
     }
 
     /// Token width.
@@ -196,15 +216,11 @@ impl PackedQueryBf16 {
     fn pairs(&self) -> usize {
         self.dim.div_ceil(2)
     }
-
-    /// The pair `p` of query token `i`.
-    fn pair_of(&self, i: usize, p: usize) -> u32 {
-        self.packed[((i / BLOCK) * self.pairs() + p) * BLOCK + i % BLOCK]
-    }
 }
 
 /// MaxSim of a bf16 query against one bf16 document (`doc` from
-/// [`Bf16Vectors::get`]), accumulated in f32.
+/// [`Bf16Vectors::get`]), accumulated in f32: on the AVX512-BF16 kernel
+/// where the CPU has it, else on the generic kernel at the query's level.
 ///
 /// # Panics
 ///
@@ -220,27 +236,47 @@ pub fn maxsim_bf16(query: &PackedQueryBf16, doc: &[u32]) -> f32 {
     if avx512::available() {
         return avx512::maxsim(&query.packed, query.n_tokens, pairs, doc);
     }
-    maxsim_portable(query, doc)
+    maxsim_bf16_generic(query.isa, query, doc)
 }
 
-/// The portable path: the same bf16 products, summed in f32.
-pub fn maxsim_portable(query: &PackedQueryBf16, doc: &[u32]) -> f32 {
-    let pairs = query.pairs();
-    let mut total = 0.0f32;
-    for i in 0..query.n_tokens {
-        let mut best = f32::NEG_INFINITY;
-        for row in doc.chunks_exact(pairs) {
-            let mut dot = 0.0f32;
-            for (p, &d) in row.iter().enumerate() {
-                let q = query.pair_of(i, p);
-                dot += from_bf16(q as u16) * from_bf16(d as u16)
-                    + from_bf16((q >> 16) as u16) * from_bf16((d >> 16) as u16);
-            }
-            best = best.max(dot);
-        }
-        total += best;
-    }
-    total
+/// The generic kernel's bf16 MaxSim at `isa` (what [`maxsim_bf16`] runs on
+/// CPUs without AVX512-BF16).
+///
+/// # Panics
+///
+/// As [`maxsim_bf16`].
+#[track_caller]
+pub fn maxsim_bf16_generic(isa: Isa, query: &PackedQueryBf16, doc: &[u32]) -> f32 {
+    assert!(
+        !doc.is_empty() && doc.len().is_multiple_of(query.pairs()),
+        "document is not [n, dim.div_ceil(2)] pairs"
+    );
+    isa.dispatch(MaxSimOp {
+        query: &query.rounded,
+        doc,
+        maxima: None,
+    })
+}
+
+/// Each query token's best bf16 dot product over `doc`'s tokens (`out` is
+/// `[query tokens]`), on the generic kernel at the query's level: LEMUR's
+/// single-token targets from bf16 storage. Returns their sum, the MaxSim.
+///
+/// # Panics
+///
+/// If `doc` is empty or not whole tokens, or `out` has the wrong length.
+#[track_caller]
+pub fn token_maxima_bf16(query: &PackedQueryBf16, doc: &[u32], out: &mut [f32]) -> f32 {
+    assert!(
+        !doc.is_empty() && doc.len().is_multiple_of(query.pairs()),
+        "document is not [n, dim.div_ceil(2)] pairs"
+    );
+    assert_eq!(out.len(), query.n_tokens, "out is not [query tokens]");
+    query.isa.dispatch(MaxSimOp {
+        query: &query.rounded,
+        doc,
+        maxima: Some(out),
+    })
 }
 
 /// Writes the bf16 MaxSim of `query` against each candidate into `scores`.

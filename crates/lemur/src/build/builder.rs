@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use lemur_io::TargetNorm;
 use lemur_maxsim::{Isa, MultiVectors};
-use lemur_mlp::{FeatureMap, Network, Targets, TrainConfig, TrainReport, train};
+use lemur_mlp::{FeatureMap, Network, Targets, TrainConfig, TrainReport, sketch, train};
 use thiserror::Error;
 
 use super::config::BuildConfig;
@@ -16,6 +16,10 @@ use crate::fit::{FitError, WeightSolver};
 use crate::index::{Index, SolverState};
 use crate::synthetic::Rng;
 use crate::weights::DocWeights;
+
+/// Target rows the sketch's basis is estimated from: the output directions
+/// are a property of the documents, which a few thousand rows pin down.
+const SKETCH_SAMPLE_ROWS: usize = 8192;
 
 /// A build step, as reported to the progress callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,11 +72,14 @@ pub struct BuildReport {
     pub learn_rows: usize,
     /// Documents used as training outputs.
     pub train_docs: usize,
+    /// Outputs the network was trained on: `train_docs`, or the sketch's
+    /// rank ([`BuildConfig::target_rank`]); 0 without training.
+    pub trained_outputs: usize,
     /// The target normalisation.
     pub norm: TargetNorm,
     /// Training losses and the kept epoch (`None` for random features).
     pub training: Option<TrainReport>,
-    /// Time computing targets.
+    /// Time computing targets (and projecting them for the sketch).
     pub targets_time: Duration,
     /// Time training.
     pub training_time: Duration,
@@ -228,6 +235,27 @@ impl<'p> IndexBuilder<'p> {
         let targets = targets::compute(self.isa, &train_inputs, &corpus, &docs, &|done| {
             self.report(Stage::Targets, done, total_docs)
         });
+        let norm = targets.norm;
+        let threads = rayon::current_num_threads();
+        // The sketch's basis, when training on projected targets; the full
+        // target matrix is dropped as soon as it is projected.
+        let basis = (c.epochs > 0 && c.target_rank > 0 && c.target_rank < docs.len()).then(|| {
+            sketch::target_basis(
+                &targets.values,
+                docs.len(),
+                train_rows.len(),
+                c.target_rank,
+                SKETCH_SAMPLE_ROWS,
+                c.seed,
+                threads,
+            )
+        });
+        let project = |values: Vec<f32>, rows: usize| match &basis {
+            Some(basis) => sketch::project_targets(basis, &values, docs.len(), rows, threads),
+            None => values,
+        };
+        let training_targets = project(targets.values, train_rows.len());
+        let n_outputs = training_targets.len() / train_rows.len();
         let targets_time = started.elapsed();
 
         let started = Instant::now();
@@ -240,16 +268,18 @@ impl<'p> IndexBuilder<'p> {
             let mut dims = vec![dim];
             dims.extend_from_slice(&c.hidden_dims);
             dims.push(c.final_hidden_dim);
-            let mut network = Network::<f32>::new(&dims, docs.len(), c.activation, c.seed);
+            let mut network = Network::<f32>::new(&dims, n_outputs, c.activation, c.seed);
             let validation_inputs = gather_rows(learn_tokens, dim, held_out);
             let validation_targets = (!held_out.is_empty()).then(|| {
                 let raw = targets::compute(self.isa, &validation_inputs, &corpus, &docs, &|_| {});
                 // Normalise with the training statistics, not their own.
                 let (mean, std) = (raw.norm.mean, raw.norm.std);
-                raw.values
+                let values = raw
+                    .values
                     .iter()
-                    .map(|v| (v * std + mean - targets.norm.mean) / targets.norm.std)
-                    .collect::<Vec<f32>>()
+                    .map(|v| (v * std + mean - norm.mean) / norm.std)
+                    .collect::<Vec<f32>>();
+                project(values, held_out.len())
             });
             let config = TrainConfig {
                 epochs: c.epochs,
@@ -260,7 +290,7 @@ impl<'p> IndexBuilder<'p> {
                 eps: c.eps,
                 grad_clip: c.grad_clip,
                 seed: c.seed,
-                threads: rayon::current_num_threads(),
+                threads,
             };
             let validation = validation_targets
                 .as_deref()
@@ -268,7 +298,7 @@ impl<'p> IndexBuilder<'p> {
             let report = train(
                 &mut network,
                 &train_inputs,
-                Targets::ByOutput(&targets.values),
+                Targets::ByOutput(&training_targets),
                 validation,
                 &config,
                 &mut |done, total| self.report(Stage::Training, done, total),
@@ -276,8 +306,7 @@ impl<'p> IndexBuilder<'p> {
             (network.to_feature_map()?, Some(report))
         };
         let training_time = started.elapsed();
-        let norm = targets.norm;
-        drop(targets);
+        drop(training_targets);
 
         let fit_rows = sample_indices(available, c.fit_sample, &mut rng);
         let fit_tokens = gather_rows(learn_tokens, dim, &fit_rows);
@@ -285,6 +314,7 @@ impl<'p> IndexBuilder<'p> {
         let report = BuildReport {
             learn_rows: train_rows.len(),
             train_docs: docs.len(),
+            trained_outputs: if c.epochs > 0 { n_outputs } else { 0 },
             norm,
             training,
             targets_time,

@@ -43,6 +43,13 @@ pub struct BuildConfig {
     pub eps: f64,
     /// Global gradient-norm clip.
     pub grad_clip: f64,
+    /// Train against the targets projected onto their `target_rank`
+    /// dominant output directions (`lemur_mlp::sketch`) instead of all
+    /// `train_docs` outputs: exact for an output layer restricted to that
+    /// span, and `train_docs / target_rank` times less work in the output
+    /// layer. `0` (or at least `train_docs`) trains on the full targets, as
+    /// the original does.
+    pub target_rank: usize,
     /// Most bytes the training-target matrix may take; `learn_rows` is
     /// reduced to fit (the matrix is built once, in place).
     pub target_budget_bytes: u64,
@@ -68,6 +75,7 @@ impl Default for BuildConfig {
             beta2: 0.999,
             eps: 1e-8,
             grad_clip: 0.5,
+            target_rank: 512,
             target_budget_bytes: 4 << 30,
             seed: 0,
         }
