@@ -10,7 +10,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use lemur::maxsim::bf16::{Bf16Vectors, PackedQueryBf16, bf16_accelerated, rerank_bf16};
 use lemur::topk::top_k_rows;
-use lemur::{Isa, SearchParams};
+use lemur::{Isa, Precision, SearchParams};
 use lemur_bench::{QUERY_TOKENS, fma_peak, fma_peak_flop, pool, workload};
 use rayon::prelude::*;
 
@@ -99,7 +99,34 @@ fn stages(c: &mut Criterion) {
         corpus_bf16.token_bytes() >> 20,
         (index.corpus().n_tokens() * dim * 4) >> 20,
     );
-    let bf16_index = index.clone().with_bf16();
+    // The reduced-precision variants, each named by the suffix of its rows.
+    let variants = [
+        ("bf16", index.clone().with_bf16()),
+        (
+            "int8w",
+            index.clone().with_precision(Precision::INT8_WEIGHTS),
+        ),
+    ];
+    let exact_top10 = index.search_batch(queries, PARAMS).expect("valid queries");
+    for (name, variant) in &variants {
+        let hits = variant
+            .search_batch(queries, PARAMS)
+            .expect("valid queries");
+        let kept: usize = exact_top10
+            .iter()
+            .zip(&hits)
+            .map(|(exact, reduced)| {
+                exact
+                    .iter()
+                    .filter(|h| reduced.iter().any(|r| r.doc == h.doc))
+                    .count()
+            })
+            .sum();
+        println!(
+            "search {name}: keeps {:.4} of the f32 pipeline's top 10",
+            kept as f64 / (BATCH * PARAMS.k) as f64
+        );
+    }
 
     for threads in THREADS {
         let pool = pool(threads);
@@ -115,10 +142,12 @@ fn stages(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("fused_k200", format!("{threads}t")), |b| {
             b.iter(|| pool.install(|| index.candidates(&features, PARAMS.n_candidates)))
         });
-        group.bench_function(
-            BenchmarkId::new("fused_k200_bf16", format!("{threads}t")),
-            |b| b.iter(|| pool.install(|| bf16_index.candidates(&features, PARAMS.n_candidates))),
-        );
+        for (name, variant) in &variants {
+            group.bench_function(
+                BenchmarkId::new(format!("fused_k200_{name}"), format!("{threads}t")),
+                |b| b.iter(|| pool.install(|| variant.candidates(&features, PARAMS.n_candidates))),
+            );
+        }
         group.finish();
 
         let mut group = c.benchmark_group("rerank");
@@ -161,33 +190,35 @@ fn stages(c: &mut Criterion) {
                 })
             })
         });
-        group.throughput(Throughput::Elements(BATCH as u64));
-        group.bench_function(
-            BenchmarkId::new("batch1000_bf16", format!("{threads}t")),
-            |b| {
-                b.iter(|| {
-                    pool.install(|| {
-                        bf16_index
-                            .search_batch(queries, PARAMS)
-                            .expect("valid queries")
+        for (name, variant) in &variants {
+            group.throughput(Throughput::Elements(BATCH as u64));
+            group.bench_function(
+                BenchmarkId::new(format!("batch1000_{name}"), format!("{threads}t")),
+                |b| {
+                    b.iter(|| {
+                        pool.install(|| {
+                            variant
+                                .search_batch(queries, PARAMS)
+                                .expect("valid queries")
+                        })
                     })
-                })
-            },
-        );
-        group.throughput(Throughput::Elements(1));
-        group.bench_function(
-            BenchmarkId::new("one_query_bf16", format!("{threads}t")),
-            |b| {
-                b.iter(|| {
-                    next = (next + 1) % BATCH;
-                    pool.install(|| {
-                        bf16_index
-                            .search_one(queries.get(next), PARAMS)
-                            .expect("valid query")
+                },
+            );
+            group.throughput(Throughput::Elements(1));
+            group.bench_function(
+                BenchmarkId::new(format!("one_query_{name}"), format!("{threads}t")),
+                |b| {
+                    b.iter(|| {
+                        next = (next + 1) % BATCH;
+                        pool.install(|| {
+                            variant
+                                .search_one(queries.get(next), PARAMS)
+                                .expect("valid query")
+                        })
                     })
-                })
-            },
-        );
+                },
+            );
+        }
         group.finish();
     }
 

@@ -16,7 +16,7 @@
 use std::time::Instant;
 
 use lemur::synthetic::{self, CorpusSpec};
-use lemur::{BuildConfig, Index, IndexBuilder, MultiVectors, SearchParams};
+use lemur::{BuildConfig, Index, IndexBuilder, MultiVectors, Precision, SearchParams};
 
 const CANDIDATES: [usize; 5] = [50, 100, 200, 400, 1000];
 
@@ -180,17 +180,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             report.fit_time,
             report.fit_time / 10,
         );
-        // The same index searched on its bf16 copies (W and tokens).
-        let bf16 = index.with_bf16();
-        let cells: Vec<String> = pool
-            .install(|| recall_row(&bf16, &queries, &truth))
-            .iter()
-            .map(|r| format!("{r:.3}"))
-            .collect();
-        println!(
-            "| {name}, searched in bf16 | {} | | | | | |",
-            cells.join(" | ")
-        );
+        // The same index searched on its reduced copies.
+        for (suffix, precision) in [
+            ("bf16 (W and tokens)", Precision::BF16),
+            ("int8 W", Precision::INT8_WEIGHTS),
+        ] {
+            let reduced = index.clone().with_precision(precision);
+            let cells: Vec<String> = pool
+                .install(|| recall_row(&reduced, &queries, &truth))
+                .iter()
+                .map(|r| format!("{r:.3}"))
+                .collect();
+            println!(
+                "| {name}, searched with {suffix} | {} | | | | | |",
+                cells.join(" | ")
+            );
+        }
         eprintln!("{name}: built in {build_time:.1?}");
     }
     Ok(())

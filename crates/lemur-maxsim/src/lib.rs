@@ -37,6 +37,7 @@
 //! ```
 
 pub mod bf16;
+pub mod int8;
 mod kernel;
 mod level;
 mod multivec;

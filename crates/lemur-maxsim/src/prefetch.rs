@@ -12,15 +12,15 @@
 /// Bytes per cache line on every CPU this runs on well.
 const LINE_BYTES: usize = 64;
 
-/// Hints the CPU to load `tokens` into the cache. A no-op where no
+/// Hints the CPU to load `values` into the cache. A no-op where no
 /// prefetch instruction is available.
 #[inline]
-pub fn prefetch(tokens: &[f32]) {
+pub fn prefetch<T>(values: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        let floats_per_line = LINE_BYTES / size_of::<f32>();
-        for line in tokens.chunks(floats_per_line) {
+        let per_line = (LINE_BYTES / size_of::<T>().max(1)).max(1);
+        for line in values.chunks(per_line) {
             // SAFETY: `_mm_prefetch` is a hint that never faults and never
             // writes; the pointer comes from a live slice, and SSE (which
             // provides the instruction) is part of the x86-64 baseline.
@@ -28,5 +28,5 @@ pub fn prefetch(tokens: &[f32]) {
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = tokens;
+    let _ = values;
 }

@@ -9,6 +9,7 @@ use lemur_maxsim::bf16::{
     Bf16Matrix, Bf16Vectors, PackedQueryBf16, dot_products_bf16, maxsim_bf16_generic,
     token_maxima_bf16,
 };
+use lemur_maxsim::int8::{Int8Matrix, dot_products_int8};
 use lemur_maxsim::{Isa, Level, MultiVectors, PackedQuery, Reranker, maxsim, maxsim_packed, naive};
 use proptest::prelude::*;
 
@@ -152,20 +153,67 @@ fn check_dots(
     for &isa in isas {
         let mut out = vec![f32::NAN; n_a * n_b];
         dot_products_bf16(isa, &a_bf16, &b_bf16, 3, n_b, &mut out);
-        for i in 0..n_a {
-            for j in 0..n_b {
-                let want = naive::dot(&a[i * dim..(i + 1) * dim], &b[(3 + j) * dim..(4 + j) * dim]);
-                prop_assert_eq!(
-                    out[i * n_b + j] as f64,
-                    want,
-                    "level={} dim={} [{},{}]",
-                    isa.level(),
-                    dim,
-                    i,
-                    j
-                );
-            }
-        }
+        assert_block(isa, dim, n_b, &out, |i, j| {
+            naive::dot(&a[i * dim..(i + 1) * dim], &b[(3 + j) * dim..(4 + j) * dim])
+        })?;
+    }
+    Ok(())
+}
+
+/// Every entry `out[i * n_b + j]` of a block of dot products equals
+/// `want(i, j)` exactly (compared as numbers: an exact zero may carry
+/// either sign).
+fn assert_block(
+    isa: Isa,
+    dim: usize,
+    n_b: usize,
+    out: &[f32],
+    want: impl Fn(usize, usize) -> f64,
+) -> Result<(), TestCaseError> {
+    for (index, &got) in out.iter().enumerate() {
+        let (i, j) = (index / n_b, index % n_b);
+        let want = want(i, j);
+        prop_assert!(
+            got as f64 == want,
+            "level={} dim={} [{},{}]: {} vs {}",
+            isa.level(),
+            dim,
+            i,
+            j,
+            got,
+            want
+        );
+    }
+    Ok(())
+}
+
+/// int8 dot products of dyadic f32 rows against quantised rows: every
+/// product `(k / 4) * code` and every partial sum is exact in f32, so each
+/// level must give the oracle's `scale * exact sum` bit for bit. `n_a` up
+/// to 9 mixes the four-query tiles with single-query ones.
+fn check_int8_dots(
+    isas: &[Isa],
+    dim: usize,
+    n_a: usize,
+    n_b: usize,
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let mut rng = Rng(seed);
+    let a: Vec<f32> = (0..n_a * dim).map(|_| rng.dyadic()).collect();
+    let b: Vec<f32> = (0..(n_b + 3) * dim).map(|_| rng.normal()).collect();
+    let matrix = Int8Matrix::from_f32(&b, dim);
+    let padded = matrix.pad_rows(&a);
+    for &isa in isas {
+        let mut out = vec![f32::NAN; n_a * n_b];
+        dot_products_int8(isa, &padded, &matrix, 3, n_b, &mut out);
+        assert_block(isa, dim, n_b, &out, |i, j| {
+            let exact: f64 = a[i * dim..(i + 1) * dim]
+                .iter()
+                .zip(&matrix.codes(3 + j))
+                .map(|(&x, &c)| x as f64 * c as f64)
+                .sum();
+            (exact as f32 * matrix.scale(3 + j)) as f64
+        })?;
     }
     Ok(())
 }
@@ -235,6 +283,11 @@ proptest! {
     #[test]
     fn bf16_dot_products_are_exact_on_dyadic_inputs(dim_index in 0..DIMS.len(), n_a in 1usize..=7, n_b in 1usize..=13, seed in any::<u64>()) {
         check_dots(&levels(), DIMS[dim_index], n_a, n_b, seed)?;
+    }
+
+    #[test]
+    fn int8_dot_products_are_exact_on_dyadic_inputs(dim_index in 0..DIMS.len(), n_a in 1usize..=9, n_b in 1usize..=13, seed in any::<u64>()) {
+        check_int8_dots(&levels(), DIMS[dim_index], n_a, n_b, seed)?;
     }
 
     #[test]

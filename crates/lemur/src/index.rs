@@ -5,13 +5,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use lemur_io::{NpzOptions, TargetNorm, load_multivectors, load_npz};
-use lemur_maxsim::bf16::{Bf16Matrix, Bf16Vectors};
 use lemur_maxsim::{Isa, MultiVectors};
 use lemur_mlp::FeatureMap;
 
 use crate::build::BuildConfig;
 use crate::error::{IndexError, SearchError};
 use crate::fit::WeightSolver;
+use crate::precision::ReducedCopies;
 use crate::weights::DocWeights;
 
 /// How many results and candidates a search returns.
@@ -62,16 +62,9 @@ pub struct Index<T = Vec<f32>> {
     pub(crate) solver: Option<SolverState>,
     /// The configuration the index was built with, when built in Rust.
     pub(crate) build_config: Option<BuildConfig>,
-    /// bf16 copies of the corpus and `W` that searches use instead of the
-    /// f32 ones ([`Index::with_bf16`]).
-    pub(crate) bf16: Option<Arc<Bf16Copy>>,
-}
-
-/// The reduced-precision copy a search runs on after [`Index::with_bf16`].
-#[derive(Debug, Clone)]
-pub(crate) struct Bf16Copy {
-    pub(crate) tokens: Bf16Vectors,
-    pub(crate) weights: Bf16Matrix,
+    /// Reduced-precision copies of `W` and the corpus that searches use
+    /// instead of the f32 ones ([`Index::with_precision`]).
+    pub(crate) reduced: Option<Arc<ReducedCopies>>,
 }
 
 /// The weight solver of an index built in Rust.
@@ -120,7 +113,7 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             isa: Isa::detect(),
             solver: None,
             build_config: None,
-            bf16: None,
+            reduced: None,
         })
     }
 
@@ -170,34 +163,6 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
     /// The corpus tokens.
     pub fn corpus(&self) -> &MultiVectors<T> {
         &self.corpus
-    }
-
-    /// Opt-in reduced precision: searches score `W` and rerank the corpus
-    /// on bf16 copies built here (each half the bytes of its f32 original),
-    /// products accumulated in f32; query features and tokens are rounded
-    /// to bf16 too. Where the CPU has AVX512-BF16 the rerank runs on
-    /// `vdpbf16ps` (2.3x the f32 AVX-512 kernel on W10k); elsewhere the
-    /// generic kernel widens each bf16 value as it loads it (exact), which
-    /// on AVX2 halves the bytes a single query's scoring streams (about 2x
-    /// faster scoring) but reranks at about 0.6x the f32 kernel's speed
-    /// (docs/PERFORMANCE.md). Results keep 99.9% of the f32 pipeline's top
-    /// 10 on W10k and do not depend on how queries are batched. With
-    /// [`Index::open`] the f32 tokens stay memory-mapped and untouched by
-    /// searches, so only the bf16 tokens are resident. The f32 data stays
-    /// the source of truth: saving writes it, and documents added later are
-    /// fitted in f32 and then rounded. Not saved: call it again after
-    /// opening.
-    pub fn with_bf16(mut self) -> Self {
-        self.bf16 = Some(Arc::new(Bf16Copy {
-            tokens: Bf16Vectors::from_f32(&self.corpus),
-            weights: Bf16Matrix::from_f32(self.weights.values(), self.feature_dim()),
-        }));
-        self
-    }
-
-    /// Whether searches run on the bf16 copies ([`Index::with_bf16`]).
-    pub fn uses_bf16(&self) -> bool {
-        self.bf16.is_some()
     }
 
     /// The configuration this index was built with, when it was built in
@@ -281,11 +246,8 @@ impl Index<Vec<f32>> {
         let added = MultiVectors::new(tokens, self.dim(), counts)?;
         let rows = DocWeights::new(solver.fit(&added), added.len(), self.feature_dim())?;
         let first = self.len();
-        if let Some(copy) = &mut self.bf16 {
-            let copy = Arc::make_mut(copy);
-            copy.tokens.append(&Bf16Vectors::from_f32(&added));
-            copy.weights
-                .append(&Bf16Matrix::from_f32(rows.values(), rows.width()));
+        if let Some(copies) = &mut self.reduced {
+            Arc::make_mut(copies).append(rows.values(), rows.width(), &added);
         }
         self.corpus.append(&added)?;
         self.weights.append(&rows);

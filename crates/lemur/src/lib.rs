@@ -57,6 +57,7 @@ mod fit;
 mod index;
 pub mod naive;
 mod persist;
+mod precision;
 mod search;
 pub mod synthetic;
 #[cfg(feature = "text")]
@@ -71,6 +72,7 @@ pub use lemur_io::{MappedF32, TargetNorm};
 pub use lemur_maxsim::{Isa, Level, MultiVectors};
 pub use lemur_mlp::{Activation, FeatureMap};
 pub use persist::{MappedIndex, current_generation};
+pub use precision::{Precision, TokenPrecision, WeightPrecision};
 #[cfg(feature = "text")]
 pub use text_index::{TextIndex, TextIndexConfig, TextIndexError, TextIndexStats};
 pub use weights::DocWeights;

@@ -5,6 +5,7 @@
 //! rayon task is sequential: one level of parallelism, never nested.
 
 use lemur_maxsim::bf16::{Bf16Matrix, PackedQueryBf16, dot_products_bf16, score_candidates_bf16};
+use lemur_maxsim::int8::{Int8Matrix, dot_products_int8};
 use lemur_maxsim::{MultiVectors, PackedQuery, score_candidates};
 use lemur_mlp::gemm::matmul_a_bt;
 use lemur_topk::TopK;
@@ -12,6 +13,7 @@ use rayon::prelude::*;
 
 use crate::error::SearchError;
 use crate::index::{Hit, Index, SearchParams};
+use crate::precision::ReducedWeights;
 
 /// Documents per scoring block: the `[queries, block]` score tile stays
 /// small while each GEMM is still large enough to run at full speed.
@@ -136,14 +138,22 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             } else {
                 DOC_BLOCK
             };
-            // With the bf16 copy, `W` is read at half the bytes (what a
-            // few queries are bound by) and the features are rounded once
-            // per batch. Every batch size takes this path, so a query's
-            // candidates do not depend on what it is batched with.
-            let batch_bf16 = self
-                .bf16
+            // With a reduced copy, `W` is read at a half or a quarter of
+            // the bytes (what a few queries are bound by) and the features
+            // are prepared once per batch. Every batch size takes the same
+            // path, so a query's candidates do not depend on what it is
+            // batched with.
+            let reduced = self
+                .reduced
                 .as_ref()
-                .map(|copy| (Bf16Matrix::from_f32(batch, h), &copy.weights));
+                .and_then(|copies| copies.weights.as_ref());
+            let prepared = match reduced {
+                None => Prepared::F32,
+                Some(ReducedWeights::Bf16(rows)) => {
+                    Prepared::Bf16(Bf16Matrix::from_f32(batch, h), rows)
+                }
+                Some(ReducedWeights::Int8(rows)) => Prepared::Int8(rows.pad_rows(batch), rows),
+            };
             let fresh = || vec![TopK::new(n_candidates); n_queries];
             let collectors = (0..m.div_ceil(doc_block))
                 .into_par_iter()
@@ -153,13 +163,18 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
                         let first = block * doc_block;
                         let n_docs = doc_block.min(m - first);
                         tile.resize(n_queries * n_docs, 0.0);
-                        match &batch_bf16 {
-                            None => {
+                        match &prepared {
+                            Prepared::F32 => {
                                 let rows = &weights[first * h..(first + n_docs) * h];
                                 matmul_a_bt(&mut tile, batch, rows, n_queries, h, n_docs);
                             }
-                            Some((queries, rows)) => {
+                            Prepared::Bf16(queries, rows) => {
                                 dot_products_bf16(
+                                    self.isa, queries, rows, first, n_docs, &mut tile,
+                                );
+                            }
+                            Prepared::Int8(queries, rows) => {
+                                dot_products_int8(
                                     self.isa, queries, rows, first, n_docs, &mut tile,
                                 );
                             }
@@ -241,7 +256,11 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         let dim = self.dim();
         // Either query packing is cheap next to scoring; only the one the
         // rerank uses is built.
-        let (packed, packed_bf16): (Vec<PackedQuery>, Vec<PackedQueryBf16>) = match self.bf16 {
+        let bf16_tokens = self
+            .reduced
+            .as_ref()
+            .and_then(|copies| copies.tokens.as_ref());
+        let (packed, packed_bf16): (Vec<PackedQuery>, Vec<PackedQueryBf16>) = match bf16_tokens {
             None => (
                 (0..queries.len())
                     .into_par_iter()
@@ -272,9 +291,9 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         let isa = self.isa;
         tasks
             .into_par_iter()
-            .for_each(|(q, chunk, out)| match &self.bf16 {
+            .for_each(|(q, chunk, out)| match bf16_tokens {
                 None => score_candidates(isa, &packed[q], &self.corpus, chunk, out),
-                Some(copy) => score_candidates_bf16(&packed_bf16[q], &copy.tokens, chunk, out),
+                Some(tokens) => score_candidates_bf16(&packed_bf16[q], tokens, chunk, out),
             });
 
         let mut offset = 0;
@@ -297,4 +316,14 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             })
             .collect()
     }
+}
+
+/// A query batch prepared for scoring one copy of `W`.
+enum Prepared<'a> {
+    /// The f32 `W`: the features as they are.
+    F32,
+    /// The features rounded to bf16, and the bf16 `W`.
+    Bf16(Bf16Matrix, &'a Bf16Matrix),
+    /// The features padded to the int8 blocks, and the int8 `W`.
+    Int8(Vec<f32>, &'a Int8Matrix),
 }

@@ -216,7 +216,12 @@ fn added_documents_get_the_rows_a_full_build_gives() {
         .unwrap()
         // The bf16 copy of the corpus must grow with it.
         .with_bf16();
+    // So must an int8 copy of `W`.
+    let mut half_int8 = half.clone().with_precision(lemur::Precision::INT8_WEIGHTS);
     let ids = half
+        .add_documents(&data.corpus.tokens()[split * dim..], &counts[120..])
+        .unwrap();
+    half_int8
         .add_documents(&data.corpus.tokens()[split * dim..], &counts[120..])
         .unwrap();
     assert_eq!(ids, 120..240);
@@ -231,7 +236,7 @@ fn added_documents_get_the_rows_a_full_build_gives() {
     }
     // Searching the grown index (its rerank on the bf16 copy) finds the
     // added documents.
-    assert!(half.uses_bf16());
+    assert_eq!(half.precision(), lemur::Precision::BF16);
     let hits = half
         .search_one(
             data.corpus.get(200),
@@ -242,6 +247,21 @@ fn added_documents_get_the_rows_a_full_build_gives() {
         )
         .unwrap();
     assert_eq!(hits[0].doc, 200);
+    // Copies grown by appending equal copies made from the grown f32 data.
+    let params = SearchParams {
+        k: 5,
+        n_candidates: 20,
+    };
+    for grown in [&half, &half_int8] {
+        let rebuilt = grown.clone().with_precision(grown.precision());
+        for doc in [3, 150, 239] {
+            let query = data.corpus.get(doc);
+            assert_eq!(
+                grown.search_one(query, params).unwrap(),
+                rebuilt.search_one(query, params).unwrap()
+            );
+        }
+    }
 }
 
 #[test]

@@ -1,0 +1,189 @@
+//! Opt-in reduced precision: the copies of `W` and of the corpus tokens a
+//! search runs on instead of the f32 originals.
+//!
+//! The two stages have different needs. The approximate scores only pick
+//! candidates, and a single query's latency is the time to stream `W`, so
+//! `W` can be stored at a half (bf16) or a quarter (int8) of f32's bytes.
+//! The rerank decides the final order, so its tokens are either exact f32
+//! or bf16 (whose rounding keeps 99.9% of the f32 top 10 on W10k).
+
+use std::sync::Arc;
+
+use lemur_maxsim::MultiVectors;
+use lemur_maxsim::bf16::{Bf16Matrix, Bf16Vectors};
+use lemur_maxsim::int8::Int8Matrix;
+
+use crate::index::Index;
+
+/// How searches store `W` for the approximate scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightPrecision {
+    /// The f32 `W` itself (faer GEMMs).
+    #[default]
+    F32,
+    /// A bf16 copy, half the bytes; query features are rounded to bf16 too.
+    Bf16,
+    /// An int8 copy with one scale per document, a quarter of the bytes;
+    /// query features stay f32.
+    Int8,
+}
+
+/// How the rerank stores the corpus tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenPrecision {
+    /// The f32 tokens: the rerank is exact MaxSim.
+    #[default]
+    F32,
+    /// A bf16 copy, half the bytes; query tokens are rounded to bf16 too
+    /// and products are accumulated in f32.
+    Bf16,
+}
+
+/// What a search runs on: see [`Index::with_precision`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Precision {
+    /// Storage of `W` for the approximate scores.
+    pub weights: WeightPrecision,
+    /// Storage of the corpus tokens for the rerank.
+    pub tokens: TokenPrecision,
+}
+
+impl Precision {
+    /// Everything in f32 (the default).
+    pub const F32: Precision = Precision {
+        weights: WeightPrecision::F32,
+        tokens: TokenPrecision::F32,
+    };
+    /// `W` and the tokens in bf16 ([`Index::with_bf16`]).
+    pub const BF16: Precision = Precision {
+        weights: WeightPrecision::Bf16,
+        tokens: TokenPrecision::Bf16,
+    };
+    /// `W` in int8 and an exact f32 rerank: the fastest single query on
+    /// CPUs without AVX512-BF16.
+    pub const INT8_WEIGHTS: Precision = Precision {
+        weights: WeightPrecision::Int8,
+        tokens: TokenPrecision::F32,
+    };
+}
+
+/// A reduced copy of `W`.
+#[derive(Debug, Clone)]
+pub(crate) enum ReducedWeights {
+    Bf16(Bf16Matrix),
+    Int8(Int8Matrix),
+}
+
+/// The reduced copies an index searches with; `None` fields mean f32.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ReducedCopies {
+    pub(crate) weights: Option<ReducedWeights>,
+    pub(crate) tokens: Option<Bf16Vectors>,
+}
+
+impl ReducedCopies {
+    /// Builds the copies `precision` asks for from the f32 originals.
+    fn new<T: AsRef<[f32]>>(
+        precision: Precision,
+        weights: &[f32],
+        width: usize,
+        corpus: &MultiVectors<T>,
+    ) -> Self {
+        ReducedCopies {
+            weights: reduce_weights(precision.weights, weights, width),
+            tokens: match precision.tokens {
+                TokenPrecision::F32 => None,
+                TokenPrecision::Bf16 => Some(Bf16Vectors::from_f32(corpus)),
+            },
+        }
+    }
+
+    fn precision(&self) -> Precision {
+        Precision {
+            weights: match self.weights {
+                None => WeightPrecision::F32,
+                Some(ReducedWeights::Bf16(_)) => WeightPrecision::Bf16,
+                Some(ReducedWeights::Int8(_)) => WeightPrecision::Int8,
+            },
+            tokens: match self.tokens {
+                None => TokenPrecision::F32,
+                Some(_) => TokenPrecision::Bf16,
+            },
+        }
+    }
+
+    /// Appends the reduced copies of added documents.
+    pub(crate) fn append<T: AsRef<[f32]>>(
+        &mut self,
+        weights: &[f32],
+        width: usize,
+        added: &MultiVectors<T>,
+    ) {
+        let added_copies = ReducedCopies::new(self.precision(), weights, width, added);
+        match (&mut self.weights, added_copies.weights) {
+            (Some(ReducedWeights::Bf16(all)), Some(ReducedWeights::Bf16(rows))) => {
+                all.append(&rows)
+            }
+            (Some(ReducedWeights::Int8(all)), Some(ReducedWeights::Int8(rows))) => {
+                all.append(&rows)
+            }
+            _ => {}
+        }
+        if let (Some(all), Some(tokens)) = (&mut self.tokens, added_copies.tokens) {
+            all.append(&tokens);
+        }
+    }
+}
+
+fn reduce_weights(
+    precision: WeightPrecision,
+    weights: &[f32],
+    width: usize,
+) -> Option<ReducedWeights> {
+    match precision {
+        WeightPrecision::F32 => None,
+        WeightPrecision::Bf16 => Some(ReducedWeights::Bf16(Bf16Matrix::from_f32(weights, width))),
+        WeightPrecision::Int8 => Some(ReducedWeights::Int8(Int8Matrix::from_f32(weights, width))),
+    }
+}
+
+impl<T: AsRef<[f32]> + Sync> Index<T> {
+    /// Opt-in reduced precision: searches score `W` and rerank the corpus
+    /// on copies built here (see [`WeightPrecision`] and
+    /// [`TokenPrecision`]); `Precision::F32` drops them again. The f32
+    /// data stays the source of truth: saving writes it, documents added
+    /// later are fitted in f32 and then reduced, and the copies are not
+    /// saved (call this again after opening). With [`Index::open`] the f32
+    /// tokens stay memory-mapped and untouched by searches that rerank in
+    /// bf16, so only the bf16 tokens are resident.
+    ///
+    /// Every batch size runs the same kernels, so a query's results do not
+    /// depend on what it is batched with. Measured trade-offs are in
+    /// docs/PERFORMANCE.md: int8 `W` makes a single query's scoring several
+    /// times faster at any SIMD level; the bf16 rerank is 2.3x the f32
+    /// one on AVX512-BF16 CPUs but slower elsewhere.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.reduced = (precision != Precision::F32).then(|| {
+            Arc::new(ReducedCopies::new(
+                precision,
+                self.weights.values(),
+                self.feature_dim(),
+                &self.corpus,
+            ))
+        });
+        self
+    }
+
+    /// Shorthand for `with_precision(Precision::BF16)`: `W` and the corpus
+    /// tokens in bf16, half the bytes of each.
+    pub fn with_bf16(self) -> Self {
+        self.with_precision(Precision::BF16)
+    }
+
+    /// What searches run on ([`Index::with_precision`]).
+    pub fn precision(&self) -> Precision {
+        self.reduced
+            .as_ref()
+            .map_or(Precision::F32, |copies| copies.precision())
+    }
+}
