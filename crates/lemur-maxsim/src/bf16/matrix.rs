@@ -102,11 +102,12 @@ impl Bf16Matrix {
 }
 
 /// `out[i, j] = <a_i, b_{first + j}>` for every row `i` of `a` and the `n`
-/// rows of `b` from `first` (`out` is `[a.n_rows(), n]`, row-major): bf16
-/// values widened to f32 in registers (a shift or a mask each) and
-/// multiplied-added in f32 at `isa`'s width. The widening is exact, so
-/// every level computes the same products; only the summation order
-/// differs. Reading half the bytes of f32 is what makes this faster than
+/// rows of `b` from `first` (`out` is `[a.n_rows(), n]`, row-major). At
+/// the AVX-512 level on a CPU with AVX512-BF16 this is `vdpbf16ps`, pairs
+/// of products added straight into f32 lanes; elsewhere bf16 values are
+/// widened to f32 in registers (a shift or a mask each) and
+/// multiplied-added in f32 at `isa`'s width. Both compute the same exact
+/// products; only the summation order differs. Reading half the bytes of f32 is what makes this faster than
 /// an f32 GEMM when the product is memory-bound (a few query rows against
 /// a large `W`). Sequential: callers split the work across threads.
 ///
@@ -126,6 +127,11 @@ pub fn dot_products_bf16(
     assert_eq!(a.dim, b.dim, "matrix widths differ");
     assert!(first + n <= b.n_rows, "rows outside the matrix");
     assert_eq!(out.len(), a.n_rows * n, "out is not [a rows, n]");
+    #[cfg(target_arch = "x86_64")]
+    if isa.level() == crate::Level::Avx512 && super::avx512::available() {
+        super::avx512::dot_products(&a.pairs, b.rows(first, n), a.pairs_per_row(), out);
+        return;
+    }
     isa.dispatch(DotsOp {
         a: &a.pairs,
         b: b.rows(first, n),
