@@ -106,6 +106,7 @@ fn stages(c: &mut Criterion) {
             "int8w",
             index.clone().with_precision(Precision::INT8_WEIGHTS),
         ),
+        ("int8dot", index.clone().with_precision(Precision::INT8_DOT)),
     ];
     let exact_top10 = index.search_batch(queries, PARAMS).expect("valid queries");
     for (name, variant) in &variants {

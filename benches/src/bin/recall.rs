@@ -184,6 +184,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for (suffix, precision) in [
             ("bf16 (W and tokens)", Precision::BF16),
             ("int8 W", Precision::INT8_WEIGHTS),
+            ("int8 W and features", Precision::INT8_DOT),
         ] {
             let reduced = index.clone().with_precision(precision);
             let cells: Vec<String> = pool

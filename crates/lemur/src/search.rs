@@ -5,7 +5,7 @@
 //! rayon task is sequential: one level of parallelism, never nested.
 
 use lemur_maxsim::bf16::{Bf16Matrix, PackedQueryBf16, dot_products_bf16, score_candidates_bf16};
-use lemur_maxsim::int8::{Int8Matrix, dot_products_int8};
+use lemur_maxsim::int8::{Int8Matrix, Int8Queries, dot_products_int8, dot_products_int8_exact};
 use lemur_maxsim::{MultiVectors, PackedQuery, score_candidates};
 use lemur_mlp::gemm::matmul_a_bt;
 use lemur_topk::TopK;
@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use crate::error::SearchError;
 use crate::index::{Hit, Index, SearchParams};
-use crate::precision::ReducedWeights;
+use crate::precision::{ReducedWeights, WeightPrecision};
 
 /// Documents per scoring block: the `[queries, block]` score tile stays
 /// small while each GEMM is still large enough to run at full speed.
@@ -152,7 +152,13 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
                 Some(ReducedWeights::Bf16(rows)) => {
                     Prepared::Bf16(Bf16Matrix::from_f32(batch, h), rows)
                 }
-                Some(ReducedWeights::Int8(rows)) => Prepared::Int8(rows.pad_rows(batch), rows),
+                Some(ReducedWeights::Int8(rows)) => {
+                    if self.precision().weights == WeightPrecision::Int8Dot {
+                        Prepared::Int8Dot(rows.quantise_queries(batch), rows)
+                    } else {
+                        Prepared::Int8(rows.pad_rows(batch), rows)
+                    }
+                }
             };
             let fresh = || vec![TopK::new(n_candidates); n_queries];
             let collectors = (0..m.div_ceil(doc_block))
@@ -175,6 +181,11 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
                             }
                             Prepared::Int8(queries, rows) => {
                                 dot_products_int8(
+                                    self.isa, queries, rows, first, n_docs, &mut tile,
+                                );
+                            }
+                            Prepared::Int8Dot(queries, rows) => {
+                                dot_products_int8_exact(
                                     self.isa, queries, rows, first, n_docs, &mut tile,
                                 );
                             }
@@ -326,4 +337,6 @@ enum Prepared<'a> {
     Bf16(Bf16Matrix, &'a Bf16Matrix),
     /// The features padded to the int8 blocks, and the int8 `W`.
     Int8(Vec<f32>, &'a Int8Matrix),
+    /// The features quantised to int8, and the int8 `W`.
+    Int8Dot(Int8Queries, &'a Int8Matrix),
 }

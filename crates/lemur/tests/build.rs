@@ -218,12 +218,18 @@ fn added_documents_get_the_rows_a_full_build_gives() {
         .with_bf16();
     // So must an int8 copy of `W`.
     let mut half_int8 = half.clone().with_precision(lemur::Precision::INT8_WEIGHTS);
+    // And one scored with integer dot products on the same int8 copy.
+    let mut half_int8_dot = half.clone().with_precision(lemur::Precision::INT8_DOT);
     let ids = half
         .add_documents(&data.corpus.tokens()[split * dim..], &counts[120..])
         .unwrap();
     half_int8
         .add_documents(&data.corpus.tokens()[split * dim..], &counts[120..])
         .unwrap();
+    half_int8_dot
+        .add_documents(&data.corpus.tokens()[split * dim..], &counts[120..])
+        .unwrap();
+    assert_eq!(half_int8_dot.precision(), lemur::Precision::INT8_DOT);
     assert_eq!(ids, 120..240);
     assert_eq!(half.len(), 240);
     assert_eq!(half.corpus().tokens(), data.corpus.tokens());
@@ -252,7 +258,7 @@ fn added_documents_get_the_rows_a_full_build_gives() {
         k: 5,
         n_candidates: 20,
     };
-    for grown in [&half, &half_int8] {
+    for grown in [&half, &half_int8, &half_int8_dot] {
         let rebuilt = grown.clone().with_precision(grown.precision());
         for doc in [3, 150, 239] {
             let query = data.corpus.get(doc);

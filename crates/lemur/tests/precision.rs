@@ -119,3 +119,10 @@ fn an_index_scored_on_int8_weights_keeps_the_f32_results() {
     );
     assert!(recall >= 0.998, "{recall}");
 }
+
+#[test]
+fn an_index_scored_with_integer_dot_products_keeps_the_f32_results() {
+    // Query features are quantised too; the rerank is still exact f32.
+    let recall = kept_by(Precision::INT8_DOT, 0.0);
+    assert!(recall >= 0.998, "{recall}");
+}

@@ -1,6 +1,8 @@
 //! A row-major matrix stored as 8-bit integers with one scale per row, and
 //! the block of dot products between f32 rows and it: LEMUR's approximate
-//! scores `f W^T` at a quarter of the bytes of f32 `W`.
+//! scores `f W^T` at a quarter of the bytes of f32 `W`. With the query
+//! rows quantised as well ([`Int8Matrix::quantise_queries`]), the dot
+//! products are exact integer sums ([`dot_products_int8_exact`]).
 //!
 //! The approximate scores only pick the `k'` candidates that the exact
 //! MaxSim then reranks, so they tolerate quantisation noise; what they do
@@ -21,6 +23,12 @@
 use pulp::{Simd, WithSimd};
 
 use crate::Isa;
+
+mod integer;
+#[cfg(target_arch = "x86_64")]
+mod vnni;
+
+pub use integer::{Int8Queries, dot_products_int8_exact};
 
 /// Values per block: one byte of each of [`BLOCK_WORDS`] words.
 const BLOCK_VALUES: usize = 64;
@@ -124,13 +132,8 @@ impl Int8Matrix {
     /// If `i >= n_rows()`.
     #[track_caller]
     pub fn codes(&self, i: usize) -> Vec<i8> {
-        let per_row = words_per_row(self.dim);
-        let row = &self.words[i * per_row..(i + 1) * per_row];
-        (0..self.dim)
-            .map(|k| {
-                let (word, byte) = position(k);
-                (((row[word] >> (8 * byte)) & 0xFF) as i32 - CODE_OFFSET) as i8
-            })
+        row_bytes(&self.words, i, self.dim)
+            .map(|byte| (byte as i32 - CODE_OFFSET) as i8)
             .collect()
     }
 
@@ -196,6 +199,17 @@ fn round(x: f32) -> f32 {
 /// Words per stored row: whole blocks.
 fn words_per_row(dim: usize) -> usize {
     dim.div_ceil(BLOCK_VALUES) * BLOCK_WORDS
+}
+
+/// The stored bytes of row `i` of `words` (a matrix of width `dim`), in
+/// column order.
+fn row_bytes(words: &[u32], i: usize, dim: usize) -> impl Iterator<Item = u8> + '_ {
+    let per_row = words_per_row(dim);
+    let row = &words[i * per_row..(i + 1) * per_row];
+    (0..dim).map(move |k| {
+        let (word, byte) = position(k);
+        (row[word] >> (8 * byte)) as u8
+    })
 }
 
 /// Where column `k` lives: its word in the row and its byte in the word.
