@@ -164,9 +164,12 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
     ///
     /// Every batch size runs the same kernels, so a query's results do not
     /// depend on what it is batched with. Measured trade-offs are in
-    /// docs/PERFORMANCE.md: int8 `W` makes a single query's scoring several
-    /// times faster at any SIMD level; the bf16 rerank is 2.3x the f32
-    /// one on AVX512-BF16 CPUs but slower elsewhere.
+    /// docs/PERFORMANCE.md: a single query's scoring streams all of `W`,
+    /// so bf16 and int8 copies make it faster at every SIMD level, most of
+    /// all [`Precision::INT8_DOT`] on CPUs with AVX512-VNNI; whether the
+    /// bf16 rerank beats the f32 one depends on the CPU (2.3x on an AMD
+    /// EPYC with AVX512-BF16, 0.77x on an Intel Xeon with it, slower
+    /// without it).
     pub fn with_precision(mut self, precision: Precision) -> Self {
         self.reduced = (precision != Precision::F32).then(|| {
             Arc::new(ReducedCopies::new(
