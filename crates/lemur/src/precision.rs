@@ -65,15 +65,15 @@ impl Precision {
         weights: WeightPrecision::Bf16,
         tokens: TokenPrecision::Bf16,
     };
-    /// `W` in int8 and an exact f32 rerank: the fastest single query on
-    /// CPUs without AVX512-BF16.
+    /// `W` in int8, scored against f32 features, and an exact f32
+    /// rerank.
     pub const INT8_WEIGHTS: Precision = Precision {
         weights: WeightPrecision::Int8,
         tokens: TokenPrecision::F32,
     };
     /// `W` and the query features in int8 (integer dot products) and an
-    /// exact f32 rerank: the fastest single query on CPUs with
-    /// AVX512-VNNI.
+    /// exact f32 rerank: the fastest single query measured so far, at
+    /// some loss of the f32 top 10 (docs/PERFORMANCE.md).
     pub const INT8_DOT: Precision = Precision {
         weights: WeightPrecision::Int8Dot,
         tokens: TokenPrecision::F32,
@@ -88,7 +88,7 @@ pub(crate) enum ReducedWeights {
 }
 
 /// The reduced copies an index searches with; `None` fields mean f32.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct ReducedCopies {
     /// What the copies were built for (two weight precisions share the
     /// int8 copy).

@@ -298,6 +298,9 @@ impl WithSimd for Int8DotsOp<'_> {
                     words,
                     per_row,
                 };
+                // The first pass over a group of `W` rows asks for the
+                // group after next: one query's scores wait on reading `W`
+                // (docs/PERFORMANCE.md has the with/without figures).
                 if i == 0 {
                     let ahead = (j + group_b + 2 * wide_b).min(n_b);
                     let from = (j + group_b + wide_b).min(ahead);
