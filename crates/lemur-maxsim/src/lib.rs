@@ -50,4 +50,6 @@ pub use lemur_topk::Hit;
 pub use level::{Isa, Level};
 pub use multivec::{MultiVectorError, MultiVectors};
 pub use prefetch::prefetch;
-pub use rerank::{Reranker, maxsim, maxsim_packed, score_candidates, token_maxima};
+pub use rerank::{
+    Reranker, maxsim, maxsim_packed, maxsim_packed_before, score_candidates, token_maxima,
+};

@@ -10,7 +10,7 @@
 #![allow(unsafe_code)]
 
 /// Bytes per cache line on every CPU this runs on well.
-const LINE_BYTES: usize = 64;
+pub(crate) const LINE_BYTES: usize = 64;
 
 /// Hints the CPU to load `values` into the cache. A no-op where no
 /// prefetch instruction is available.

@@ -3,7 +3,7 @@
 use lemur_topk::{Hit, TopK};
 
 use crate::kernel::{MaxSimOp, PackedQuery};
-use crate::{Isa, MultiVectors, prefetch};
+use crate::{Isa, MultiVectors};
 
 /// Exact MaxSim of a packed query against one document (`[n, dim]`,
 /// row-major, `n >= 1`).
@@ -15,6 +15,19 @@ use crate::{Isa, MultiVectors, prefetch};
 #[track_caller]
 #[inline]
 pub fn maxsim_packed(isa: Isa, query: &PackedQuery, doc: &[f32]) -> f32 {
+    maxsim_packed_before(isa, query, doc, &[])
+}
+
+/// [`maxsim_packed`] that also prefetches `next_doc` (the document to be
+/// scored next; any slice, may be empty) while scoring `doc`, a cache line
+/// per step of the kernel so the misses overlap the arithmetic.
+///
+/// # Panics
+///
+/// As [`maxsim_packed`].
+#[track_caller]
+#[inline]
+pub fn maxsim_packed_before(isa: Isa, query: &PackedQuery, doc: &[f32], next_doc: &[f32]) -> f32 {
     assert!(
         !doc.is_empty() && doc.len().is_multiple_of(query.dim()),
         "document must be a non-empty [n, dim] matrix"
@@ -23,6 +36,7 @@ pub fn maxsim_packed(isa: Isa, query: &PackedQuery, doc: &[f32]) -> f32 {
         query,
         doc,
         maxima: None,
+        next: next_doc,
     })
 }
 
@@ -49,6 +63,7 @@ pub fn token_maxima(isa: Isa, query: &PackedQuery, doc: &[f32], maxima: &mut [f3
         query,
         doc,
         maxima: Some(maxima),
+        next: &[],
     })
 }
 
@@ -84,10 +99,10 @@ pub fn score_candidates<T: AsRef<[f32]>>(
     assert_eq!(candidates.len(), scores.len());
     assert_eq!(query.dim(), corpus.dim(), "query and corpus widths differ");
     for (i, (&doc, score)) in candidates.iter().zip(scores).enumerate() {
-        if let Some(&next) = candidates.get(i + 1) {
-            prefetch(corpus.get(next as usize));
-        }
-        *score = maxsim_packed(isa, query, corpus.get(doc as usize));
+        let next = candidates
+            .get(i + 1)
+            .map_or(&[][..], |&next| corpus.get(next as usize));
+        *score = maxsim_packed_before(isa, query, corpus.get(doc as usize), next);
     }
 }
 
@@ -128,10 +143,11 @@ impl Reranker {
         self.packed.repack(query, corpus.dim());
         self.best.reset(k.min(candidates.len()));
         for (i, &doc) in candidates.iter().enumerate() {
-            if let Some(&next) = candidates.get(i + 1) {
-                prefetch(corpus.get(next as usize));
-            }
-            let score = maxsim_packed(self.isa, &self.packed, corpus.get(doc as usize));
+            let next = candidates
+                .get(i + 1)
+                .map_or(&[][..], |&next| corpus.get(next as usize));
+            let score =
+                maxsim_packed_before(self.isa, &self.packed, corpus.get(doc as usize), next);
             self.best.push(doc, score);
         }
         self.best.drain_sorted()

@@ -255,6 +255,7 @@ pub fn maxsim_bf16_generic(isa: Isa, query: &PackedQueryBf16, doc: &[u32]) -> f3
         query: &query.rounded,
         doc,
         maxima: None,
+        next: &[],
     })
 }
 
@@ -276,6 +277,7 @@ pub fn token_maxima_bf16(query: &PackedQueryBf16, doc: &[u32], out: &mut [f32]) 
         query: &query.rounded,
         doc,
         maxima: Some(out),
+        next: &[],
     })
 }
 
