@@ -10,7 +10,8 @@
 //!     for the rest (the last one overlapping, since max is idempotent):
 //!         acc[r][g] = 0
 //!         for k in 0..dim:                    // R * G independent FMA chains
-//!             prefetch one line of the next block (or next document)
+//!             prefetch a line of the next block (into L1) and a line
+//!             of whatever is scored next (into L2)
 //!             acc[r][g] += broadcast(c_r[k]) * Xt[k][g]
 //!         best[g] = max(best[g], acc[r][g])
 //!     total += best[..] in query-token order
@@ -21,7 +22,10 @@
 //! latency without spilling. Common widths (48, 64, 96, 128, 256) get the
 //! body with `dim` as a constant, which turns the `R` row offsets into
 //! immediates. Documents usually come from memory, not the cache, so the
-//! kernel streams the next block in while it scores this one.
+//! kernel streams the next block in while it scores this one, and the
+//! caller's next document (or next query) in over the whole document:
+//! spread out a line per step, the misses overlap the FMAs instead of
+//! queueing up in one burst.
 //!
 //! Each lane accumulates one dot product sequentially over `k`, so every
 //! level sums in the same order; only fused (FMA) versus separate rounding
@@ -29,7 +33,9 @@
 
 use pulp::{Simd, WithSimd};
 
-use crate::prefetch::{LINE_BYTES, prefetch};
+use core::slice::Chunks;
+
+use crate::prefetch::{LINE_BYTES, prefetch, prefetch_to_l2};
 
 /// Query tokens are padded to a multiple of this many lanes: the widest
 /// vector (AVX-512, 16 f32), so one packing serves every level.
@@ -94,6 +100,11 @@ impl PackedQuery {
     pub fn n_tokens(&self) -> usize {
         self.n_tokens
     }
+
+    /// The packed values (`[dim][padded]`), e.g. to prefetch them.
+    pub fn values(&self) -> &[f32] {
+        &self.transposed
+    }
 }
 
 /// How a document's token values are stored: one f32 each, or two bf16 in
@@ -140,9 +151,10 @@ pub(crate) struct MaxSimOp<'a, E = f32> {
     pub(crate) doc: &'a [E],
     /// When present, receives each query token's maximum (`[q]`).
     pub(crate) maxima: Option<&'a mut [f32]>,
-    /// The document scored after this one (may be empty): its first block
-    /// is prefetched while this one's last block is scored.
-    pub(crate) next: &'a [E],
+    /// What is scored after this document (the next document or the next
+    /// query's packed values; may be empty): prefetched into L2, a line per
+    /// step, while this document is scored.
+    pub(crate) next: &'a [f32],
 }
 
 impl<E: DocValues> WithSimd for MaxSimOp<'_, E> {
@@ -204,7 +216,7 @@ struct Scan<'a, S: Simd, E> {
     row_vectors: usize,
     query: &'a PackedQuery,
     doc: &'a [E],
-    next: &'a [E],
+    next: &'a [f32],
     /// Stored elements per document token.
     per_token: usize,
 }
@@ -238,7 +250,8 @@ fn query_block<S: Simd, E: DocValues, const G: usize, const R: usize, const T: u
     } = *scan;
     // Only the first pass over the document loads it from memory; later
     // query blocks find it in the cache.
-    let next = if g0 == 0 { next } else { &[] };
+    let mut next_lines = if g0 == 0 { next } else { &[] }.chunks(LINE_BYTES / size_of::<f32>());
+    let next = &mut next_lines;
     let dim = query.dim;
     let mut best = [simd.splat_f32s(f32::NEG_INFINITY); G];
     let n_tokens = doc.len() / per_token;
@@ -266,7 +279,7 @@ fn query_block<S: Simd, E: DocValues, const G: usize, const R: usize, const T: u
     } else if n_tokens >= 2 {
         scan_tokens::<S, E, G, 2, 2, 0>(simd, &block, doc, next, best_mut);
     } else {
-        token_block::<S, E, G, 1, 0>(simd, &block, doc, next, best_mut);
+        token_block::<S, E, G, 1, 0>(simd, &block, doc, &[], next, best_mut);
     }
 
     // Spill the maxima and add the real tokens' ones in order, so the sum is
@@ -324,32 +337,24 @@ fn scan_tokens<
     simd: S,
     block: &Tokens<'_, S>,
     doc: &[E],
-    next: &[E],
+    next: &mut Chunks<'_, f32>,
     best: &mut [S::f32s; G],
 ) {
     let per_token = block.dim::<D>().div_ceil(E::VALUES);
     let n_tokens = doc.len() / per_token;
     let block_len = R * per_token;
     let full_blocks = n_tokens / R;
-    // While a block is scored, the block after it (or the next document's
-    // first block) is prefetched, a line per step: spread out, so the
-    // misses overlap the FMAs instead of queueing up in one burst.
-    let next_first = &next[..next.len().min(block_len)];
+    // While a block is scored, the block after it is prefetched into L1.
     for b in 0..full_blocks {
-        let after = (b + 1) * block_len;
-        let ahead = if after < doc.len() {
-            &doc[after..doc.len().min(after + block_len)]
-        } else {
-            next_first
-        };
-        token_block::<S, E, G, R, D>(simd, block, &doc[b * block_len..], ahead, best);
+        let after = ((b + 1) * block_len).min(doc.len());
+        let ahead = &doc[after..doc.len().min(after + block_len)];
+        token_block::<S, E, G, R, D>(simd, block, &doc[b * block_len..], ahead, next, best);
     }
     let tail_start = full_blocks * R;
     let tail_blocks = (n_tokens - tail_start).div_ceil(T);
     for t in 0..tail_blocks {
         let start = (tail_start + t * T).min(n_tokens - T);
-        let ahead = if t == 0 { next_first } else { &[] };
-        token_block::<S, E, G, T, D>(simd, block, &doc[start * per_token..], ahead, best);
+        token_block::<S, E, G, T, D>(simd, block, &doc[start * per_token..], &[], next, best);
     }
 }
 
@@ -369,6 +374,7 @@ fn token_block<S: Simd, E: DocValues, const G: usize, const R: usize, const D: u
     block: &Tokens<'_, S>,
     tokens: &[E],
     ahead: &[E],
+    next: &mut Chunks<'_, f32>,
     best: &mut [S::f32s; G],
 ) {
     let Tokens {
@@ -391,6 +397,9 @@ fn token_block<S: Simd, E: DocValues, const G: usize, const R: usize, const D: u
     for e in 0..full {
         if let Some(line) = ahead_lines.next() {
             prefetch(&line[..1]);
+        }
+        if let Some(line) = next.next() {
+            prefetch_to_l2(&line[..1]);
         }
         // `values[v][r]`: value `v` of this element of token `r`.
         let mut values = [[simd.splat_f32s(0.0); R]; 2];

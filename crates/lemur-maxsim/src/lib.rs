@@ -49,7 +49,7 @@ pub use kernel::PackedQuery;
 pub use lemur_topk::Hit;
 pub use level::{Isa, Level};
 pub use multivec::{MultiVectorError, MultiVectors};
-pub use prefetch::prefetch;
+pub use prefetch::{prefetch, prefetch_to_l2};
 pub use rerank::{
     Reranker, maxsim, maxsim_packed, maxsim_packed_before, score_candidates, token_maxima,
 };

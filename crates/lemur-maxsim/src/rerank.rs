@@ -18,16 +18,18 @@ pub fn maxsim_packed(isa: Isa, query: &PackedQuery, doc: &[f32]) -> f32 {
     maxsim_packed_before(isa, query, doc, &[])
 }
 
-/// [`maxsim_packed`] that also prefetches `next_doc` (the document to be
-/// scored next; any slice, may be empty) while scoring `doc`, a cache line
-/// per step of the kernel so the misses overlap the arithmetic.
+/// [`maxsim_packed`] that also streams `next` into the cache while `doc`
+/// is scored: a line per step of the kernel, so the misses overlap the
+/// arithmetic. `next` is whatever is scored after `doc`: the next document,
+/// or the next query's [`PackedQuery::values`] when the same document comes
+/// again; it may be empty.
 ///
 /// # Panics
 ///
 /// As [`maxsim_packed`].
 #[track_caller]
 #[inline]
-pub fn maxsim_packed_before(isa: Isa, query: &PackedQuery, doc: &[f32], next_doc: &[f32]) -> f32 {
+pub fn maxsim_packed_before(isa: Isa, query: &PackedQuery, doc: &[f32], next: &[f32]) -> f32 {
     assert!(
         !doc.is_empty() && doc.len().is_multiple_of(query.dim()),
         "document must be a non-empty [n, dim] matrix"
@@ -36,7 +38,7 @@ pub fn maxsim_packed_before(isa: Isa, query: &PackedQuery, doc: &[f32], next_doc
         query,
         doc,
         maxima: None,
-        next: next_doc,
+        next,
     })
 }
 

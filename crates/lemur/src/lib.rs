@@ -58,6 +58,7 @@ mod index;
 pub mod naive;
 mod persist;
 mod precision;
+mod rerank;
 mod search;
 pub mod synthetic;
 #[cfg(feature = "text")]

@@ -4,9 +4,9 @@
 //! count with `ThreadPool::install`), and every matrix product inside a
 //! rayon task is sequential: one level of parallelism, never nested.
 
-use lemur_maxsim::bf16::{Bf16Matrix, PackedQueryBf16, dot_products_bf16, score_candidates_bf16};
+use lemur_maxsim::MultiVectors;
+use lemur_maxsim::bf16::{Bf16Matrix, dot_products_bf16};
 use lemur_maxsim::int8::{Int8Matrix, Int8Queries, dot_products_int8, dot_products_int8_exact};
-use lemur_maxsim::{MultiVectors, PackedQuery, score_candidates};
 use lemur_mlp::gemm::matmul_a_bt;
 use lemur_topk::TopK;
 use rayon::prelude::*;
@@ -17,17 +17,17 @@ use crate::precision::{ReducedWeights, WeightPrecision};
 
 /// Documents per scoring block: the `[queries, block]` score tile stays
 /// small while each GEMM is still large enough to run at full speed.
-const DOC_BLOCK: usize = 2048;
+const DOC_BLOCK: usize = 512;
 /// Documents per scoring block for a handful of queries: scoring is then a
 /// stream through `W`, and small blocks spread it evenly over the threads.
 const SMALL_BATCH_DOC_BLOCK: usize = 256;
 /// Batches below this many queries use [`SMALL_BATCH_DOC_BLOCK`].
 const SMALL_BATCH: usize = 16;
+/// Runs of consecutive doc blocks per thread in the fused scoring: enough
+/// for rayon to balance, few enough that each run's collectors warm up.
+const FOLD_RUNS_PER_THREAD: usize = 2;
 /// Queries scored together; bounds the score tile for huge batches.
-const QUERY_BLOCK: usize = 256;
-/// Candidates per rerank task: small enough to balance a single query's
-/// rerank across threads, large enough to amortise the task overhead.
-const RERANK_CHUNK: usize = 16;
+const QUERY_BLOCK: usize = 1024;
 
 impl<T: AsRef<[f32]> + Sync> Index<T> {
     /// Searches a batch of queries given as one flat `[n_tokens, d]` buffer
@@ -161,8 +161,15 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
                 }
             };
             let fresh = || vec![TopK::new(n_candidates); n_queries];
-            let collectors = (0..m.div_ceil(doc_block))
+            // Each fold state starts without a threshold and takes its
+            // first 2k' scores per query unfiltered, then pays a selection
+            // per k' accepted: a few long runs of blocks per thread, not
+            // one state per block, keep that cost (and the merges) small.
+            let n_blocks = m.div_ceil(doc_block);
+            let run = n_blocks.div_ceil(FOLD_RUNS_PER_THREAD * rayon::current_num_threads());
+            let collectors = (0..n_blocks)
                 .into_par_iter()
+                .with_min_len(run.max(1))
                 .fold(
                     || (fresh(), Vec::new()),
                     |(mut tops, mut tile), block| {
@@ -241,91 +248,6 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             hits.extend(self.rerank(&subset, &vec![every_document.as_slice(); last - first], k));
         }
         hits
-    }
-
-    /// Stages 4 and 5: exact MaxSim of each query against its candidates,
-    /// keeping the best `k`. Work is split into small chunks of candidates
-    /// across all queries, so one query alone still uses every thread.
-    ///
-    /// # Panics
-    ///
-    /// If `candidates` does not have one list per query or names a document
-    /// outside the corpus.
-    #[track_caller]
-    pub fn rerank<Q: AsRef<[f32]> + Sync, C: AsRef<[u32]> + Sync>(
-        &self,
-        queries: &MultiVectors<Q>,
-        candidates: &[C],
-        k: usize,
-    ) -> Vec<Vec<Hit>> {
-        assert_eq!(
-            queries.len(),
-            candidates.len(),
-            "one candidate list per query"
-        );
-        assert_eq!(queries.dim(), self.dim(), "query width");
-        let dim = self.dim();
-        // Either query packing is cheap next to scoring; only the one the
-        // rerank uses is built.
-        let bf16_tokens = self
-            .reduced
-            .as_ref()
-            .and_then(|copies| copies.tokens.as_ref());
-        let (packed, packed_bf16): (Vec<PackedQuery>, Vec<PackedQueryBf16>) = match bf16_tokens {
-            None => (
-                (0..queries.len())
-                    .into_par_iter()
-                    .map(|q| PackedQuery::new(queries.get(q), dim))
-                    .collect(),
-                Vec::new(),
-            ),
-            Some(_) => (
-                Vec::new(),
-                (0..queries.len())
-                    .into_par_iter()
-                    .map(|q| PackedQueryBf16::new(queries.get(q), dim).with_isa(self.isa))
-                    .collect(),
-            ),
-        };
-
-        // One flat score buffer, cut into (query, chunk of candidates) tasks.
-        let mut scores: Vec<f32> = vec![0.0; candidates.iter().map(|c| c.as_ref().len()).sum()];
-        let mut tasks: Vec<(usize, &[u32], &mut [f32])> = Vec::new();
-        let mut rest = &mut scores[..];
-        for (q, list) in candidates.iter().enumerate() {
-            for chunk in list.as_ref().chunks(RERANK_CHUNK) {
-                let (head, tail) = rest.split_at_mut(chunk.len());
-                tasks.push((q, chunk, head));
-                rest = tail;
-            }
-        }
-        let isa = self.isa;
-        tasks
-            .into_par_iter()
-            .for_each(|(q, chunk, out)| match bf16_tokens {
-                None => score_candidates(isa, &packed[q], &self.corpus, chunk, out),
-                Some(tokens) => score_candidates_bf16(&packed_bf16[q], tokens, chunk, out),
-            });
-
-        let mut offset = 0;
-        candidates
-            .iter()
-            .map(|list| {
-                let list = list.as_ref();
-                let mut top = TopK::new(k.min(list.len()));
-                for (&doc, &score) in list.iter().zip(&scores[offset..offset + list.len()]) {
-                    top.push(doc, score);
-                }
-                offset += list.len();
-                top.into_sorted_vec()
-                    .into_iter()
-                    .map(|hit| Hit {
-                        doc: hit.id,
-                        score: hit.score,
-                    })
-                    .collect()
-            })
-            .collect()
     }
 }
 
