@@ -1,4 +1,5 @@
-//! The query path: features, approximate scores, candidates, exact rerank.
+//! The query path: features, approximate scores and candidates; the exact
+//! rerank that follows is in `rerank.rs`.
 //!
 //! Every stage runs on the current rayon pool (the caller picks the thread
 //! count with `ThreadPool::install`), and every matrix product inside a
