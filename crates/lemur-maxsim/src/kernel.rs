@@ -145,7 +145,7 @@ impl DocValues for u32 {
 }
 
 /// One MaxSim evaluation as a pulp operation.
-pub(crate) struct MaxSimOp<'a, E = f32> {
+pub(crate) struct MaxSimOp<'a, E = f32, N = f32> {
     pub(crate) query: &'a PackedQuery,
     /// The document's `[n, dim.div_ceil(E::VALUES)]` stored elements.
     pub(crate) doc: &'a [E],
@@ -154,10 +154,10 @@ pub(crate) struct MaxSimOp<'a, E = f32> {
     /// What is scored after this document (the next document or the next
     /// query's packed values; may be empty): prefetched into L2, a line per
     /// step, while this document is scored.
-    pub(crate) next: &'a [f32],
+    pub(crate) next: &'a [N],
 }
 
-impl<E: DocValues> WithSimd for MaxSimOp<'_, E> {
+impl<E: DocValues, N> WithSimd for MaxSimOp<'_, E, N> {
     type Output = f32;
 
     #[inline(always)]
@@ -189,18 +189,18 @@ impl<E: DocValues> WithSimd for MaxSimOp<'_, E> {
             let maxima = maxima.as_deref_mut();
             let step = if S::F32_LANES == 1 {
                 // Scalar: one lane per "vector", so block many of them.
-                query_block::<S, E, 4, 3, 2>(simd, &scan, g0, &mut total, maxima)
+                query_block::<S, E, N, 4, 3, 2>(simd, &scan, g0, &mut total, maxima)
             } else if S::REGISTER_COUNT >= 32 {
                 match remaining {
-                    1 => query_block::<S, E, 1, 16, 8>(simd, &scan, g0, &mut total, maxima),
-                    2 => query_block::<S, E, 2, 12, 4>(simd, &scan, g0, &mut total, maxima),
-                    3 => query_block::<S, E, 3, 8, 3>(simd, &scan, g0, &mut total, maxima),
-                    _ => query_block::<S, E, 4, 6, 2>(simd, &scan, g0, &mut total, maxima),
+                    1 => query_block::<S, E, N, 1, 16, 8>(simd, &scan, g0, &mut total, maxima),
+                    2 => query_block::<S, E, N, 2, 12, 4>(simd, &scan, g0, &mut total, maxima),
+                    3 => query_block::<S, E, N, 3, 8, 3>(simd, &scan, g0, &mut total, maxima),
+                    _ => query_block::<S, E, N, 4, 6, 2>(simd, &scan, g0, &mut total, maxima),
                 }
             } else {
                 match remaining {
-                    1 => query_block::<S, E, 1, 12, 8>(simd, &scan, g0, &mut total, maxima),
-                    _ => query_block::<S, E, 2, 6, 4>(simd, &scan, g0, &mut total, maxima),
+                    1 => query_block::<S, E, N, 1, 12, 8>(simd, &scan, g0, &mut total, maxima),
+                    _ => query_block::<S, E, N, 2, 6, 4>(simd, &scan, g0, &mut total, maxima),
                 }
             };
             g0 += step;
@@ -211,31 +211,31 @@ impl<E: DocValues> WithSimd for MaxSimOp<'_, E> {
 
 /// What one MaxSim evaluation scans: the packed query as vectors, and the
 /// document.
-struct Scan<'a, S: Simd, E> {
+struct Scan<'a, S: Simd, E, N> {
     xt: &'a [S::f32s],
     row_vectors: usize,
     query: &'a PackedQuery,
     doc: &'a [E],
-    next: &'a [f32],
+    next: &'a [N],
     /// Stored elements per document token.
     per_token: usize,
 }
 
-impl<S: Simd, E: Copy> Clone for Scan<'_, S, E> {
+impl<S: Simd, E: Copy, N> Clone for Scan<'_, S, E, N> {
     fn clone(&self) -> Self {
         *self
     }
 }
 
-impl<S: Simd, E: Copy> Copy for Scan<'_, S, E> {}
+impl<S: Simd, E: Copy, N> Copy for Scan<'_, S, E, N> {}
 
 /// Scores `G` query vectors against every document token (in blocks of `R`
 /// tokens, then of `T` for the tail) and adds their maxima to `total` in
 /// query-token order (and to `maxima`, when given). Returns `G`.
 #[inline(always)]
-fn query_block<S: Simd, E: DocValues, const G: usize, const R: usize, const T: usize>(
+fn query_block<S: Simd, E: DocValues, N, const G: usize, const R: usize, const T: usize>(
     simd: S,
-    scan: &Scan<'_, S, E>,
+    scan: &Scan<'_, S, E, N>,
     g0: usize,
     total: &mut f32,
     maxima: Option<&mut [f32]>,
@@ -250,7 +250,8 @@ fn query_block<S: Simd, E: DocValues, const G: usize, const R: usize, const T: u
     } = *scan;
     // Only the first pass over the document loads it from memory; later
     // query blocks find it in the cache.
-    let mut next_lines = if g0 == 0 { next } else { &[] }.chunks(LINE_BYTES / size_of::<f32>());
+    let mut next_lines =
+        if g0 == 0 { next } else { &[] }.chunks(LINE_BYTES / size_of::<N>().max(1));
     let next = &mut next_lines;
     let dim = query.dim;
     let mut best = [simd.splat_f32s(f32::NEG_INFINITY); G];
@@ -267,19 +268,19 @@ fn query_block<S: Simd, E: DocValues, const G: usize, const R: usize, const T: u
         // offsets become immediates, so the `R` rows need no registers of
         // their own, and the bounds checks fold away.
         match dim {
-            48 => scan_tokens::<S, E, G, R, T, 48>(simd, &block, doc, next, best_mut),
-            64 => scan_tokens::<S, E, G, R, T, 64>(simd, &block, doc, next, best_mut),
-            96 => scan_tokens::<S, E, G, R, T, 96>(simd, &block, doc, next, best_mut),
-            128 => scan_tokens::<S, E, G, R, T, 128>(simd, &block, doc, next, best_mut),
-            256 => scan_tokens::<S, E, G, R, T, 256>(simd, &block, doc, next, best_mut),
-            _ => scan_tokens::<S, E, G, R, T, 0>(simd, &block, doc, next, best_mut),
+            48 => scan_tokens::<S, E, N, G, R, T, 48>(simd, &block, doc, next, best_mut),
+            64 => scan_tokens::<S, E, N, G, R, T, 64>(simd, &block, doc, next, best_mut),
+            96 => scan_tokens::<S, E, N, G, R, T, 96>(simd, &block, doc, next, best_mut),
+            128 => scan_tokens::<S, E, N, G, R, T, 128>(simd, &block, doc, next, best_mut),
+            256 => scan_tokens::<S, E, N, G, R, T, 256>(simd, &block, doc, next, best_mut),
+            _ => scan_tokens::<S, E, N, G, R, T, 0>(simd, &block, doc, next, best_mut),
         }
     } else if n_tokens >= T {
-        scan_tokens::<S, E, G, T, T, 0>(simd, &block, doc, next, best_mut);
+        scan_tokens::<S, E, N, G, T, T, 0>(simd, &block, doc, next, best_mut);
     } else if n_tokens >= 2 {
-        scan_tokens::<S, E, G, 2, 2, 0>(simd, &block, doc, next, best_mut);
+        scan_tokens::<S, E, N, G, 2, 2, 0>(simd, &block, doc, next, best_mut);
     } else {
-        token_block::<S, E, G, 1, 0>(simd, &block, doc, &[], next, best_mut);
+        token_block::<S, E, N, G, 1, 0>(simd, &block, doc, &[], next, best_mut);
     }
 
     // Spill the maxima and add the real tokens' ones in order, so the sum is
@@ -329,6 +330,7 @@ impl<S: Simd> Tokens<'_, S> {
 fn scan_tokens<
     S: Simd,
     E: DocValues,
+    N,
     const G: usize,
     const R: usize,
     const T: usize,
@@ -337,7 +339,7 @@ fn scan_tokens<
     simd: S,
     block: &Tokens<'_, S>,
     doc: &[E],
-    next: &mut Chunks<'_, f32>,
+    next: &mut Chunks<'_, N>,
     best: &mut [S::f32s; G],
 ) {
     let per_token = block.dim::<D>().div_ceil(E::VALUES);
@@ -348,13 +350,13 @@ fn scan_tokens<
     for b in 0..full_blocks {
         let after = ((b + 1) * block_len).min(doc.len());
         let ahead = &doc[after..doc.len().min(after + block_len)];
-        token_block::<S, E, G, R, D>(simd, block, &doc[b * block_len..], ahead, next, best);
+        token_block::<S, E, N, G, R, D>(simd, block, &doc[b * block_len..], ahead, next, best);
     }
     let tail_start = full_blocks * R;
     let tail_blocks = (n_tokens - tail_start).div_ceil(T);
     for t in 0..tail_blocks {
         let start = (tail_start + t * T).min(n_tokens - T);
-        token_block::<S, E, G, T, D>(simd, block, &doc[start * per_token..], &[], next, best);
+        token_block::<S, E, N, G, T, D>(simd, block, &doc[start * per_token..], &[], next, best);
     }
 }
 
@@ -369,12 +371,12 @@ fn scan_tokens<
 /// check per row and per vector, the step was more compares and loads
 /// than FMAs, and ran at about two thirds of the FMA peak from L2.
 #[inline(always)]
-fn token_block<S: Simd, E: DocValues, const G: usize, const R: usize, const D: usize>(
+fn token_block<S: Simd, E: DocValues, N, const G: usize, const R: usize, const D: usize>(
     simd: S,
     block: &Tokens<'_, S>,
     tokens: &[E],
     ahead: &[E],
-    next: &mut Chunks<'_, f32>,
+    next: &mut Chunks<'_, N>,
     best: &mut [S::f32s; G],
 ) {
     let Tokens {

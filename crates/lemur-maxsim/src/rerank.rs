@@ -65,7 +65,7 @@ pub fn token_maxima(isa: Isa, query: &PackedQuery, doc: &[f32], maxima: &mut [f3
         query,
         doc,
         maxima: Some(maxima),
-        next: &[],
+        next: &[] as &[f32],
     })
 }
 

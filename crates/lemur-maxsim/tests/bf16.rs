@@ -84,7 +84,7 @@ proptest! {
 
     #[test]
     fn maxsim_matches_the_reference_on_rounded_values(
-        dim in prop::sample::select(vec![1usize, 2, 3, 7, 16, 31, 48, 64, 96, 100, 128, 129]),
+        dim in prop::sample::select(vec![1usize, 2, 3, 7, 16, 31, 48, 64, 96, 100, 128, 129, 256]),
         q in 1usize..=40,
         n in 1usize..=40,
         seed in any::<u64>(),

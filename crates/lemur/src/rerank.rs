@@ -9,7 +9,7 @@
 //! read once and scored against all its queries while it sits in the
 //! cache, and the scores go back to their query's slots at the end.
 
-use lemur_maxsim::bf16::{PackedQueryBf16, maxsim_bf16};
+use lemur_maxsim::bf16::{PackedQueryBf16, maxsim_bf16_before};
 use lemur_maxsim::{MultiVectors, PackedQuery, maxsim_packed_before};
 use lemur_topk::TopK;
 use rayon::prelude::*;
@@ -184,8 +184,15 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
                     .map(|q| PackedQueryBf16::new(queries.get(q), dim).with_isa(self.isa))
                     .collect();
                 tasks.for_each(|((out, task_queries), task_docs)| {
-                    for ((score, &q), &doc) in out.iter_mut().zip(task_queries).zip(task_docs) {
-                        *score = maxsim_bf16(&packed[q as usize], tokens.get(doc as usize));
+                    for (i, score) in out.iter_mut().enumerate() {
+                        let doc = task_docs[i];
+                        let next = match task_docs.get(i + 1) {
+                            Some(&next) if next != doc => tokens.get(next as usize),
+                            Some(_) => packed[task_queries[i + 1] as usize].values(),
+                            None => &[],
+                        };
+                        let query = &packed[task_queries[i] as usize];
+                        *score = maxsim_bf16_before(query, tokens.get(doc as usize), next);
                     }
                 });
             }

@@ -1,10 +1,14 @@
 //! The AVX512-BF16 kernels. `vdpbf16ps` multiplies 16 bf16 pairs by 16
 //! others and adds both products of each pair into one f32 lane.
 //!
-//! MaxSim: 16 query tokens times one broadcast document pair per step. Two
-//! query blocks times four document tokens are eight independent
-//! accumulator chains, enough to keep the unit busy rather than waiting on
-//! latency.
+//! MaxSim: 16 query tokens (one block) times one broadcast document pair
+//! per step. `vdpbf16ps` has a latency of about 6 cycles and, on CPUs
+//! with two 512-bit units, two issues per cycle, so at least 12 chains
+//! must be in flight: two query blocks times 12 document tokens (24
+//! chains), or one block times 16. The structure follows the f32 kernel:
+//! blocks of `R` tokens, then tail blocks of `T` (the last overlapping),
+//! common widths as constants, and one line of the next block (into L1)
+//! and of whatever is scored next (into L2) prefetched per step.
 //!
 //! Dense dot products (`f W^T`): 32 values of a feature row times 32 of a
 //! `W` row per step, in tiles of up to 4 x 4 rows (16 chains); each lane
@@ -16,6 +20,9 @@
 #![allow(unsafe_code)]
 
 use core::arch::x86_64::*;
+use core::slice::Chunks;
+
+use crate::prefetch::LINE_BYTES;
 
 use super::BLOCK;
 
@@ -26,41 +33,55 @@ pub(super) fn available() -> bool {
 }
 
 /// MaxSim of a packed query (`[blocks][pairs][16]` bf16 pairs) against a
-/// document of `doc.len() / pairs` tokens. The caller checked
+/// document of `doc.len() / pairs` tokens, streaming `next` (what is scored
+/// after it; may be empty) into L2 meanwhile. The caller checked
 /// [`available`], that `doc` is whole non-empty tokens and that `packed`
 /// holds every block of `n_tokens`.
-pub(super) fn maxsim(packed: &[u32], n_tokens: usize, pairs: usize, doc: &[u32]) -> f32 {
+pub(super) fn maxsim(
+    packed: &[u32],
+    n_tokens: usize,
+    pairs: usize,
+    doc: &[u32],
+    next: &[u32],
+) -> f32 {
     assert!(available());
+    assert!(n_tokens > 0 && pairs > 0);
     assert_eq!(packed.len(), n_tokens.div_ceil(BLOCK) * pairs * BLOCK);
     assert!(!doc.is_empty() && doc.len().is_multiple_of(pairs));
     // SAFETY: the CPU features the function enables were detected just
     // above, and the slice shapes it relies on were asserted.
-    unsafe { maxsim_impl(packed, n_tokens, pairs, doc) }
+    unsafe { maxsim_impl(packed, n_tokens, pairs, doc, next) }
 }
 
 #[target_feature(enable = "avx512f,avx512bf16")]
-fn maxsim_impl(packed: &[u32], n_tokens: usize, pairs: usize, doc: &[u32]) -> f32 {
+fn maxsim_impl(packed: &[u32], n_tokens: usize, pairs: usize, doc: &[u32], next: &[u32]) -> f32 {
     let blocks = n_tokens.div_ceil(BLOCK);
     let block_len = pairs * BLOCK;
+    // Only the first pass over the document reads it from memory, so only
+    // that pass streams the next one in.
+    let mut next_lines = next.chunks(LINE_PAIRS);
     let mut total = 0.0f32;
     let mut block = 0;
     while block < blocks {
-        let two = block + 1 < blocks;
-        let first = &packed[block * block_len..(block + 1) * block_len];
-        let second = if two {
-            &packed[(block + 1) * block_len..(block + 2) * block_len]
+        let group = if blocks - block >= 2 { 2 } else { 1 };
+        let query = &packed[block * block_len..(block + group) * block_len];
+        let best = if group == 2 {
+            by_width::<2, 12, 6>(query, pairs, doc, &mut next_lines)
         } else {
-            first
+            let [best] = by_width::<1, 16, 8>(query, pairs, doc, &mut next_lines);
+            [best, best]
         };
-        let (max_a, max_b) = block_maxima(first, second, pairs, doc);
-        total += _mm512_mask_reduce_add_ps(lane_mask(n_tokens, block), max_a);
-        if two {
-            total += _mm512_mask_reduce_add_ps(lane_mask(n_tokens, block + 1), max_b);
+        for (g, &lanes) in best.iter().take(group).enumerate() {
+            total += _mm512_mask_reduce_add_ps(lane_mask(n_tokens, block + g), lanes);
         }
-        block += 2;
+        next_lines = next[..0].chunks(LINE_PAIRS);
+        block += group;
     }
     total
 }
+
+/// bf16 pairs per cache line.
+const LINE_PAIRS: usize = LINE_BYTES / size_of::<u32>();
 
 /// The valid lanes of query block `block`.
 #[target_feature(enable = "avx512f")]
@@ -69,68 +90,135 @@ fn lane_mask(n_tokens: usize, block: usize) -> __mmask16 {
     ((1u32 << valid) - 1) as __mmask16
 }
 
-/// 16 bf16 pairs of one query block at pair `p`, as a BF16 vector.
+/// Per-lane maxima of `G` query blocks over every document token, with the
+/// common widths' pair counts as constants (row offsets become
+/// immediates) and any other width at run time.
 #[target_feature(enable = "avx512f,avx512bf16")]
-fn query_vector(block: &[u32], p: usize) -> __m512bh {
-    let lanes = &block[p * BLOCK..(p + 1) * BLOCK];
-    // SAFETY: `lanes` is exactly 16 u32 = 64 readable bytes (unaligned
-    // load), and __m512i and __m512bh are both 512 plain bits.
-    unsafe { std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(lanes.as_ptr().cast())) }
+fn by_width<const G: usize, const R: usize, const T: usize>(
+    query: &[u32],
+    pairs: usize,
+    doc: &[u32],
+    next: &mut Chunks<'_, u32>,
+) -> [__m512; G] {
+    match pairs {
+        24 => by_length::<G, R, T, 24>(query, pairs, doc, next),
+        32 => by_length::<G, R, T, 32>(query, pairs, doc, next),
+        48 => by_length::<G, R, T, 48>(query, pairs, doc, next),
+        64 => by_length::<G, R, T, 64>(query, pairs, doc, next),
+        128 => by_length::<G, R, T, 128>(query, pairs, doc, next),
+        _ => by_length::<G, R, T, 0>(query, pairs, doc, next),
+    }
+}
+
+/// Per-lane maxima in blocks of `R` tokens when the document has that
+/// many, else in the largest smaller blocks it fills.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bf16")]
+fn by_length<const G: usize, const R: usize, const T: usize, const P: usize>(
+    query: &[u32],
+    pairs: usize,
+    doc: &[u32],
+    next: &mut Chunks<'_, u32>,
+) -> [__m512; G] {
+    let pairs = if P == 0 { pairs } else { P };
+    let scan = Scan { query, pairs, doc };
+    let mut best = [_mm512_set1_ps(f32::NEG_INFINITY); G];
+    let n_tokens = doc.len() / pairs;
+    if n_tokens >= R {
+        scan_tokens::<G, R, T, P>(scan, next, &mut best);
+    } else if n_tokens >= T {
+        scan_tokens::<G, T, T, P>(scan, next, &mut best);
+    } else if n_tokens >= 2 {
+        scan_tokens::<G, 2, 2, P>(scan, next, &mut best);
+    } else {
+        token_block::<G, 1, P>(scan, doc, &[], next, &mut best);
+    }
+    best
+}
+
+/// One query group (`G` blocks of `[pairs][16]`) against one document.
+#[derive(Clone, Copy)]
+struct Scan<'a> {
+    query: &'a [u32],
+    pairs: usize,
+    doc: &'a [u32],
+}
+
+/// All of a document's tokens (at least `R`) in blocks of `R`, then the
+/// rest in blocks of `T <= R`, the last one overlapping tokens already seen
+/// (harmless: the maximum is idempotent). While a block is scored, the
+/// block after it is prefetched into L1.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bf16")]
+fn scan_tokens<const G: usize, const R: usize, const T: usize, const P: usize>(
+    scan: Scan<'_>,
+    next: &mut Chunks<'_, u32>,
+    best: &mut [__m512; G],
+) {
+    let pairs = if P == 0 { scan.pairs } else { P };
+    let doc = scan.doc;
+    let n_tokens = doc.len() / pairs;
+    let block_len = R * pairs;
+    let full_blocks = n_tokens / R;
+    for b in 0..full_blocks {
+        let after = ((b + 1) * block_len).min(doc.len());
+        let ahead = &doc[after..doc.len().min(after + block_len)];
+        token_block::<G, R, P>(scan, &doc[b * block_len..], ahead, next, best);
+    }
+    let tail_start = full_blocks * R;
+    for t in 0..(n_tokens - tail_start).div_ceil(T) {
+        let start = (tail_start + t * T).min(n_tokens - T);
+        token_block::<G, T, P>(scan, &doc[start * pairs..], &[], next, best);
+    }
+}
+
+/// `R` document tokens (the start of `tokens`) against `G` query blocks:
+/// `G * R` independent accumulators, each pair of each token broadcast
+/// once and fed to `G` dot products.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bf16")]
+fn token_block<const G: usize, const R: usize, const P: usize>(
+    scan: Scan<'_>,
+    tokens: &[u32],
+    ahead: &[u32],
+    next: &mut Chunks<'_, u32>,
+    best: &mut [__m512; G],
+) {
+    let pairs = if P == 0 { scan.pairs } else { P };
+    let tokens = &tokens[..R * pairs];
+    let block_len = pairs * BLOCK;
+    let blocks: [&[u32]; G] = core::array::from_fn(|g| &scan.query[g * block_len..][..block_len]);
+    let mut ahead_lines = ahead.chunks(LINE_PAIRS);
+    let mut acc = [[_mm512_setzero_ps(); G]; R];
+    for p in 0..pairs {
+        if let Some(line) = ahead_lines.next() {
+            crate::prefetch(&line[..1]);
+        }
+        if let Some(line) = next.next() {
+            crate::prefetch_to_l2(&line[..1]);
+        }
+        let x: [__m512bh; G] =
+            core::array::from_fn(|g| load_full(&blocks[g][p * BLOCK..][..BLOCK]));
+        for r in 0..R {
+            let d = broadcast(tokens[r * pairs + p]);
+            for g in 0..G {
+                acc[r][g] = _mm512_dpbf16_ps(acc[r][g], x[g], d);
+            }
+        }
+    }
+    for row in &acc {
+        for g in 0..G {
+            best[g] = _mm512_max_ps(best[g], row[g]);
+        }
+    }
 }
 
 /// One document pair broadcast to every lane.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bf16")]
 fn broadcast(pair: u32) -> __m512bh {
     // SAFETY: both types are 512 plain bits.
     unsafe { std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(pair as i32)) }
-}
-
-/// Per-lane maxima over all document tokens of two query blocks' dot
-/// products (`second` may repeat `first` when there is one block left; its
-/// result is then ignored).
-#[target_feature(enable = "avx512f,avx512bf16")]
-fn block_maxima(first: &[u32], second: &[u32], pairs: usize, doc: &[u32]) -> (__m512, __m512) {
-    let n_doc = doc.len() / pairs;
-    let neg = _mm512_set1_ps(f32::NEG_INFINITY);
-    let (mut best_a, mut best_b) = ([neg; 4], [neg; 4]);
-    let mut t = 0;
-    while t + 4 <= n_doc {
-        let rows = &doc[t * pairs..(t + 4) * pairs];
-        let mut acc_a = [_mm512_setzero_ps(); 4];
-        let mut acc_b = [_mm512_setzero_ps(); 4];
-        for p in 0..pairs {
-            let qa = query_vector(first, p);
-            let qb = query_vector(second, p);
-            for j in 0..4 {
-                let d = broadcast(rows[j * pairs + p]);
-                acc_a[j] = _mm512_dpbf16_ps(acc_a[j], qa, d);
-                acc_b[j] = _mm512_dpbf16_ps(acc_b[j], qb, d);
-            }
-        }
-        for j in 0..4 {
-            best_a[j] = _mm512_max_ps(best_a[j], acc_a[j]);
-            best_b[j] = _mm512_max_ps(best_b[j], acc_b[j]);
-        }
-        t += 4;
-    }
-    while t < n_doc {
-        let row = &doc[t * pairs..(t + 1) * pairs];
-        let (mut acc_a, mut acc_b) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        for (p, &pair) in row.iter().enumerate() {
-            let d = broadcast(pair);
-            acc_a = _mm512_dpbf16_ps(acc_a, query_vector(first, p), d);
-            acc_b = _mm512_dpbf16_ps(acc_b, query_vector(second, p), d);
-        }
-        best_a[0] = _mm512_max_ps(best_a[0], acc_a);
-        best_b[0] = _mm512_max_ps(best_b[0], acc_b);
-        t += 1;
-    }
-    (max4(best_a), max4(best_b))
-}
-
-#[target_feature(enable = "avx512f")]
-fn max4(v: [__m512; 4]) -> __m512 {
-    _mm512_max_ps(_mm512_max_ps(v[0], v[1]), _mm512_max_ps(v[2], v[3]))
 }
 
 /// `out[i * n_b + j] = <a_i, b_j>` for the `n_a` rows of `a` and the `n_b`

@@ -213,6 +213,14 @@ impl PackedQueryBf16 {
         self.n_tokens
     }
 
+    /// The query's bf16 pairs as the AVX512-BF16 kernel reads them
+    /// (`[blocks][pairs][16]`), e.g. to prefetch them. (The generic
+    /// kernel reads an f32 copy instead, so prefetching these helps only
+    /// where [`bf16_accelerated`] holds.)
+    pub fn values(&self) -> &[u32] {
+        &self.packed
+    }
+
     fn pairs(&self) -> usize {
         self.dim.div_ceil(2)
     }
@@ -227,6 +235,19 @@ impl PackedQueryBf16 {
 /// If `doc` is empty or not whole tokens of the query's width.
 #[track_caller]
 pub fn maxsim_bf16(query: &PackedQueryBf16, doc: &[u32]) -> f32 {
+    maxsim_bf16_before(query, doc, &[])
+}
+
+/// [`maxsim_bf16`], streaming `next` into the L2 cache meanwhile: what is
+/// scored after this document (the next document's pairs, or the next
+/// query's [`PackedQueryBf16::values`]; may be empty), a cache line per
+/// kernel step, so its memory latency hides behind this document's work.
+///
+/// # Panics
+///
+/// As [`maxsim_bf16`].
+#[track_caller]
+pub fn maxsim_bf16_before(query: &PackedQueryBf16, doc: &[u32], next: &[u32]) -> f32 {
     let pairs = query.pairs();
     assert!(
         !doc.is_empty() && doc.len().is_multiple_of(pairs),
@@ -234,9 +255,14 @@ pub fn maxsim_bf16(query: &PackedQueryBf16, doc: &[u32]) -> f32 {
     );
     #[cfg(target_arch = "x86_64")]
     if avx512::available() {
-        return avx512::maxsim(&query.packed, query.n_tokens, pairs, doc);
+        return avx512::maxsim(&query.packed, query.n_tokens, pairs, doc, next);
     }
-    maxsim_bf16_generic(query.isa, query, doc)
+    query.isa.dispatch(MaxSimOp {
+        query: &query.rounded,
+        doc,
+        maxima: None,
+        next,
+    })
 }
 
 /// The generic kernel's bf16 MaxSim at `isa` (what [`maxsim_bf16`] runs on
@@ -255,7 +281,7 @@ pub fn maxsim_bf16_generic(isa: Isa, query: &PackedQueryBf16, doc: &[u32]) -> f3
         query: &query.rounded,
         doc,
         maxima: None,
-        next: &[],
+        next: &[] as &[f32],
     })
 }
 
@@ -277,7 +303,7 @@ pub fn token_maxima_bf16(query: &PackedQueryBf16, doc: &[u32], out: &mut [f32]) 
         query: &query.rounded,
         doc,
         maxima: Some(out),
-        next: &[],
+        next: &[] as &[f32],
     })
 }
 
