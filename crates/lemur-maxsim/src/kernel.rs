@@ -35,6 +35,7 @@ use pulp::{Simd, WithSimd};
 
 use core::slice::Chunks;
 
+use crate::paired::{self, PAIRED_TOKENS};
 use crate::prefetch::{LINE_BYTES, prefetch, prefetch_to_l2};
 
 /// Query tokens are padded to a multiple of this many lanes: the widest
@@ -46,6 +47,9 @@ pub(crate) const PAD_LANES: usize = 16;
 #[derive(Debug, Clone, Default)]
 pub struct PackedQuery {
     transposed: Vec<f32>,
+    /// Queries of at most [`PAIRED_TOKENS`] tokens and an even width also
+    /// get the paired layout (`[dim / 2][16]`, see `paired.rs`); else empty.
+    paired: Vec<f32>,
     dim: usize,
     n_tokens: usize,
     padded: usize,
@@ -86,6 +90,11 @@ impl PackedQuery {
                 self.transposed[k * padded + i] = value;
             }
         }
+        if n_tokens <= PAIRED_TOKENS && dim.is_multiple_of(2) {
+            paired::pack(query, dim, &mut self.paired);
+        } else {
+            self.paired.clear();
+        }
         self.dim = dim;
         self.n_tokens = n_tokens;
         self.padded = padded;
@@ -101,9 +110,16 @@ impl PackedQuery {
         self.n_tokens
     }
 
-    /// The packed values (`[dim][padded]`), e.g. to prefetch them.
+    /// The packed values (`[dim][padded]`), e.g. to prefetch them. (A
+    /// short query is read from its smaller paired copy instead on vector
+    /// levels.)
     pub fn values(&self) -> &[f32] {
         &self.transposed
+    }
+
+    /// The paired layout, or empty when the query has none.
+    pub(crate) fn paired(&self) -> &[f32] {
+        &self.paired
     }
 }
 
@@ -116,6 +132,8 @@ pub(crate) trait DocValues: Copy + 'static {
     /// The element's values, each broadcast to every lane (only the first
     /// `VALUES` are meaningful).
     fn splat<S: Simd>(self, simd: S) -> [S::f32s; 2];
+    /// The elements as f32 values, when that is what they are.
+    fn as_f32(elements: &[Self]) -> Option<&[f32]>;
 }
 
 impl DocValues for f32 {
@@ -125,6 +143,10 @@ impl DocValues for f32 {
     fn splat<S: Simd>(self, simd: S) -> [S::f32s; 2] {
         let value = simd.splat_f32s(self);
         [value, value]
+    }
+
+    fn as_f32(elements: &[Self]) -> Option<&[f32]> {
+        Some(elements)
     }
 }
 
@@ -141,6 +163,10 @@ impl DocValues for u32 {
             simd.transmute_f32s_u32s(simd.wrapping_dyn_shl_u32s(pair, simd.splat_u32s(16))),
             simd.transmute_f32s_u32s(simd.and_u32s(pair, simd.splat_u32s(0xFFFF_0000))),
         ]
+    }
+
+    fn as_f32(_: &[Self]) -> Option<&[f32]> {
+        None
     }
 }
 
@@ -164,6 +190,11 @@ impl<E: DocValues, N> WithSimd for MaxSimOp<'_, E, N> {
     fn with_simd<S: Simd>(self, simd: S) -> f32 {
         let query = self.query;
         let mut maxima = self.maxima;
+        if paired::applies::<S>(query)
+            && let Some(doc) = E::as_f32(self.doc)
+        {
+            return paired::maxsim(simd, query, doc, self.next, maxima);
+        }
         let lanes = S::F32_LANES;
         // Vectors per transposed row, and the vectors that hold real tokens.
         let row_vectors = query.padded / lanes;

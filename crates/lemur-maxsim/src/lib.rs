@@ -42,6 +42,7 @@ mod kernel;
 mod level;
 mod multivec;
 pub mod naive;
+mod paired;
 mod prefetch;
 mod rerank;
 
