@@ -41,7 +41,7 @@ pub(crate) fn bench(filter: Option<&str>) -> Result<()> {
             Some(n)
                 if row.name.starts_with("rerank/")
                     || row.name.starts_with("peak/")
-                    || row.name.starts_with("cliff/") =>
+                    || row.name.starts_with("cliff") =>
             {
                 format!("{:.1} GFLOP/s", n / row.median_s / 1e9)
             }
