@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use lemur::maxsim::bf16::{Bf16Vectors, PackedQueryBf16, bf16_accelerated, rerank_bf16};
+use lemur::maxsim::bf16::{Bf16Kernel, Bf16Vectors, PackedQueryBf16, rerank_bf16};
 use lemur::topk::top_k_rows;
 use lemur::{Isa, Precision, SearchParams};
 use lemur_bench::{QUERY_TOKENS, fma_peak, fma_peak_flop, pool, workload};
@@ -62,14 +62,14 @@ fn stages(c: &mut Criterion) {
         .map(|&d| index.corpus().token_count(d as usize))
         .sum();
     let rerank_flop = 2 * QUERY_TOKENS * candidate_tokens * dim;
-    // The same corpus stored as bf16, and how often the bf16 rerank keeps
-    // the f32 rerank's top 10.
+    // The same corpus stored as bf16, and how often each bf16 kernel's
+    // rerank keeps the f32 rerank's top 10.
     let corpus_bf16 = Bf16Vectors::from_f32(index.corpus());
-    let rerank_bf16_batch = || -> Vec<Vec<u32>> {
+    let rerank_bf16_batch = |kernel: Bf16Kernel| -> Vec<Vec<u32>> {
         (0..RERANK_BATCH)
             .into_par_iter()
             .map(|i| {
-                let packed = PackedQueryBf16::new(rerank_queries.get(i), dim);
+                let packed = PackedQueryBf16::new(rerank_queries.get(i), dim).with_kernel(kernel);
                 rerank_bf16(&packed, &corpus_bf16, &rerank_candidates[i], PARAMS.k)
                     .into_iter()
                     .map(|hit| hit.id)
@@ -77,28 +77,32 @@ fn stages(c: &mut Criterion) {
             })
             .collect()
     };
+    // The generic kernel only where no bf16 instructions exist: it is slow.
+    let bf16_kernels: Vec<Bf16Kernel> = match Bf16Kernel::available().as_slice() {
+        [generic] => vec![*generic],
+        [_, accelerated @ ..] => accelerated.to_vec(),
+        [] => unreachable!("the generic kernel is always available"),
+    };
     let exact = index.rerank(&rerank_queries, rerank_candidates, PARAMS.k);
-    let kept: usize = exact
-        .iter()
-        .zip(rerank_bf16_batch())
-        .map(|(f32_hits, bf16_ids)| {
-            f32_hits
-                .iter()
-                .filter(|h| bf16_ids.contains(&h.doc))
-                .count()
-        })
-        .sum();
-    eprintln!(
-        "bf16 rerank ({}): recall@10 against the f32 rerank {:.4}, corpus {} MB vs {} MB",
-        if bf16_accelerated() {
-            "avx512bf16"
-        } else {
-            "generic kernel"
-        },
-        kept as f64 / (RERANK_BATCH * PARAMS.k) as f64,
-        corpus_bf16.token_bytes() >> 20,
-        (index.corpus().n_tokens() * dim * 4) >> 20,
-    );
+    for &kernel in &bf16_kernels {
+        let kept: usize = exact
+            .iter()
+            .zip(rerank_bf16_batch(kernel))
+            .map(|(f32_hits, bf16_ids)| {
+                f32_hits
+                    .iter()
+                    .filter(|h| bf16_ids.contains(&h.doc))
+                    .count()
+            })
+            .sum();
+        eprintln!(
+            "bf16 rerank ({}): recall@10 against the f32 rerank {:.4}, corpus {} MB vs {} MB",
+            kernel.name(),
+            kept as f64 / (RERANK_BATCH * PARAMS.k) as f64,
+            corpus_bf16.token_bytes() >> 20,
+            (index.corpus().n_tokens() * dim * 4) >> 20,
+        );
+    }
     // The reduced-precision variants, each named by the suffix of its rows.
     let variants = [
         ("bf16", index.clone().with_bf16()),
@@ -164,14 +168,15 @@ fn stages(c: &mut Criterion) {
                 },
             );
         }
-        let bf16_level = if bf16_accelerated() {
-            "avx512bf16".to_owned()
-        } else {
-            format!("bf16_{}", Isa::detect().level().name())
-        };
-        group.bench_function(BenchmarkId::new(bf16_level, format!("{threads}t")), |b| {
-            b.iter(|| pool.install(rerank_bf16_batch))
-        });
+        for &kernel in &bf16_kernels {
+            let name = match kernel {
+                Bf16Kernel::Generic => format!("bf16_{}", Isa::detect().level().name()),
+                _ => kernel.name().to_owned(),
+            };
+            group.bench_function(BenchmarkId::new(name, format!("{threads}t")), |b| {
+                b.iter(|| pool.install(|| rerank_bf16_batch(kernel)))
+            });
+        }
         group.finish();
 
         let mut group = c.benchmark_group("search");

@@ -15,8 +15,8 @@
 //!   training targets).
 //! - [`MultiVectors`] is the validated ragged storage (one flat token matrix
 //!   plus offsets) for corpora and query batches.
-//! - [`bf16`] stores corpora at half the memory and scores them with
-//!   AVX512-BF16 dot products where the CPU has them.
+//! - [`bf16`] stores corpora at half the memory and scores them with AMX
+//!   tiles or AVX512-BF16 dot products where the CPU has them.
 //! - [`naive`] holds the f64 reference the kernels are tested against.
 //!
 //! Inputs are assumed finite: the x86 `max` instructions do not propagate

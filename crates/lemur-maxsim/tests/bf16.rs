@@ -1,10 +1,12 @@
 //! bf16 storage and MaxSim against the f64 reference on the bf16-rounded
-//! values, on the AVX512-BF16 kernel (when this CPU has it; required when
-//! /proc/cpuinfo advertises `avx512_bf16`) and on the portable path.
+//! values, on every bf16 kernel this machine runs: AMX-BF16 (required when
+//! /proc/cpuinfo advertises `amx_bf16` and `amx_tile`), AVX512-BF16
+//! (required when it advertises `avx512_bf16`) and the generic kernel at
+//! every SIMD level.
 
 use lemur_maxsim::bf16::{
-    Bf16Matrix, Bf16Vectors, PackedQueryBf16, bf16_accelerated, dot_products_bf16, from_bf16,
-    maxsim_bf16, maxsim_bf16_generic, rerank_bf16, to_bf16, token_maxima_bf16,
+    Bf16Kernel, Bf16Matrix, Bf16Vectors, PackedQueryBf16, bf16_accelerated, dot_products_bf16,
+    from_bf16, maxsim_bf16, maxsim_bf16_generic, rerank_bf16, to_bf16, token_maxima_bf16,
 };
 use lemur_maxsim::{Isa, MultiVectors};
 use proptest::prelude::*;
@@ -38,26 +40,39 @@ fn reference(query: &[f32], doc: &[f32], dim: usize) -> (f64, f64) {
     (total, scale)
 }
 
-fn cpu_advertises_bf16() -> bool {
-    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|s| s.contains(" avx512_bf16"))
+fn cpu_advertises(flags: &[&str]) -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("flags"))
+            .is_some_and(|l| flags.iter().all(|f| l.split_whitespace().any(|w| w == *f)))
+    })
 }
 
 #[test]
-fn the_accelerated_kernel_runs_where_the_cpu_has_it() {
-    if cpu_advertises_bf16() {
-        assert!(
-            bf16_accelerated(),
-            "/proc/cpuinfo has avx512_bf16 but the kernel is unavailable"
-        );
-    }
-    println!(
-        "lemur-isa-ran: {} (bf16)",
-        if bf16_accelerated() {
-            "avx512bf16"
-        } else {
-            "bf16-portable"
+fn the_accelerated_kernels_run_where_the_cpu_has_them() {
+    let expected = [
+        (Bf16Kernel::Avx512Bf16, &["avx512_bf16"][..]),
+        (
+            Bf16Kernel::Amx,
+            &["amx_bf16", "amx_tile", "avx512_bf16"][..],
+        ),
+    ];
+    for (kernel, flags) in expected {
+        if cpu_advertises(flags) {
+            assert!(
+                kernel.is_available(),
+                "/proc/cpuinfo has {flags:?} but the {} kernel is unavailable",
+                kernel.name()
+            );
         }
+    }
+    assert_eq!(
+        bf16_accelerated(),
+        Bf16Kernel::detect() != Bf16Kernel::Generic
     );
+    for kernel in Bf16Kernel::available() {
+        println!("lemur-isa-ran: {} (bf16)", kernel.name());
+    }
 }
 
 #[test]
@@ -85,8 +100,8 @@ proptest! {
     #[test]
     fn maxsim_matches_the_reference_on_rounded_values(
         dim in prop::sample::select(vec![1usize, 2, 3, 7, 16, 31, 48, 64, 96, 100, 128, 129, 256]),
-        q in 1usize..=40,
-        n in 1usize..=40,
+        q in 1usize..=70,
+        n in 1usize..=70,
         seed in any::<u64>(),
     ) {
         let mut state = seed | 1;
@@ -103,8 +118,10 @@ proptest! {
         let packed = PackedQueryBf16::new(&query, dim);
         let (want, scale) = reference(&query, &doc, dim);
         let tolerance = 1e-5 * scale + 1e-6;
-        let dispatched = maxsim_bf16(&packed, stored.get(0)) as f64;
-        prop_assert!((dispatched - want).abs() <= tolerance, "kernel {} vs {}", dispatched, want);
+        for kernel in Bf16Kernel::available() {
+            let got = maxsim_bf16(&packed.clone().with_kernel(kernel), stored.get(0)) as f64;
+            prop_assert!((got - want).abs() <= tolerance, "{} {} vs {}", kernel.name(), got, want);
+        }
         for isa in Isa::available() {
             let generic = maxsim_bf16_generic(isa, &packed, stored.get(0)) as f64;
             prop_assert!((generic - want).abs() <= tolerance, "{} {} vs {}", isa.level(), generic, want);

@@ -167,9 +167,9 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
     /// docs/PERFORMANCE.md: a single query's scoring streams all of `W`,
     /// so bf16 and int8 copies make it faster at every SIMD level, most of
     /// all [`Precision::INT8_DOT`] on CPUs with AVX512-VNNI; whether the
-    /// bf16 rerank beats the f32 one depends on the CPU (2.3x on an AMD
-    /// EPYC with AVX512-BF16, 0.77x on an Intel Xeon with it, slower
-    /// without it).
+    /// bf16 rerank beats the f32 one depends on the CPU (about 3x with AMX
+    /// on an Intel Xeon, 1.9x with AVX512-BF16 on an AMD EPYC Zen 5,
+    /// slower without either).
     pub fn with_precision(mut self, precision: Precision) -> Self {
         self.reduced = (precision != Precision::F32).then(|| {
             Arc::new(ReducedCopies::new(

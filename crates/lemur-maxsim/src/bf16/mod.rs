@@ -1,6 +1,8 @@
 //! bfloat16 token storage and MaxSim on it: half the memory of f32 and,
 //! on CPUs with AVX512-BF16, `vdpbf16ps` dot products (two multiply-adds
-//! per lane per instruction, accumulated in f32).
+//! per lane per instruction, accumulated in f32), or on CPUs with AMX-BF16
+//! tile products (`tdpbf16ps`, a 16 x 32 by 32 x 16 product per
+//! instruction). [`Bf16Kernel`] names the kernels.
 //!
 //! Values are rounded to bf16 (8 significant bits) once, when stored; the
 //! query is rounded the same way, and every product of two bf16 values is
@@ -9,6 +11,8 @@
 //! storage directly (each value widened to f32 as it is broadcast, which
 //! is exact), at any [`Isa`] level: the same products, summed in f32.
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod matrix;
@@ -49,16 +53,66 @@ fn pair(values: &[f32], p: usize) -> u32 {
     lo | (hi << 16)
 }
 
-/// Whether this CPU runs the AVX512-BF16 kernel (otherwise the generic
-/// kernel computes the same scores).
+/// Whether this CPU runs a bf16 instruction kernel (AVX512-BF16 or AMX;
+/// otherwise the generic kernel computes the same scores).
 pub fn bf16_accelerated() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        avx512::available()
+    Bf16Kernel::detect() != Bf16Kernel::Generic
+}
+
+/// The kernels that compute bf16 MaxSim. All multiply the same rounded
+/// values exactly and sum in f32; only the order of the sums differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Bf16Kernel {
+    /// The crate's generic kernel at the query's [`Isa`] level, each bf16
+    /// value widened to f32 as it is broadcast. Runs everywhere.
+    Generic,
+    /// AVX512-BF16 `vdpbf16ps` dot products.
+    Avx512Bf16,
+    /// AMX-BF16 tile products, for widths that are a multiple of 32 and
+    /// documents of at least 16 tokens; other documents run
+    /// [`Bf16Kernel::Avx512Bf16`] (which every AMX-BF16 CPU has).
+    Amx,
+}
+
+impl Bf16Kernel {
+    /// Every kernel, slowest first.
+    pub const ALL: [Bf16Kernel; 3] = [Bf16Kernel::Generic, Bf16Kernel::Avx512Bf16, Bf16Kernel::Amx];
+
+    /// The short name used in logs and benchmark rows: `bf16-generic`,
+    /// `avx512bf16`, `amxbf16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bf16Kernel::Generic => "bf16-generic",
+            Bf16Kernel::Avx512Bf16 => "avx512bf16",
+            Bf16Kernel::Amx => "amxbf16",
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+
+    /// Whether this CPU (and, for AMX, the operating system) runs it.
+    pub fn is_available(self) -> bool {
+        match self {
+            Bf16Kernel::Generic => true,
+            #[cfg(target_arch = "x86_64")]
+            Bf16Kernel::Avx512Bf16 => avx512::available(),
+            #[cfg(target_arch = "x86_64")]
+            Bf16Kernel::Amx => amx::available(),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The kernels this machine runs, slowest first.
+    pub fn available() -> Vec<Bf16Kernel> {
+        Self::ALL.into_iter().filter(|k| k.is_available()).collect()
+    }
+
+    /// The fastest kernel this machine runs.
+    pub fn detect() -> Bf16Kernel {
+        Self::ALL
+            .into_iter()
+            .rev()
+            .find(|k| k.is_available())
+            .unwrap_or(Bf16Kernel::Generic)
     }
 }
 
@@ -150,16 +204,18 @@ impl Bf16Vectors {
 }
 
 /// A query rounded to bf16 and laid out for the kernels: for the
-/// AVX512-BF16 kernel, blocks of 16 query tokens, each as `[pairs][16
-/// lanes]` of bf16 pairs (padding lanes zero); for the generic kernel, the
-/// rounded values packed as a [`PackedQuery`]. It also records the level
-/// the generic kernel runs at.
+/// AVX512-BF16 and AMX kernels, blocks of 16 query tokens, each as
+/// `[pairs][16 lanes]` of bf16 pairs (padding lanes zero; 16 pairs of a
+/// block are one AMX tile); for the generic kernel, the rounded values
+/// packed as a [`PackedQuery`]. It also records which kernel runs and the
+/// level the generic kernel runs at.
 #[derive(Debug, Clone)]
 pub struct PackedQueryBf16 {
     packed: Vec<u32>,
     rounded: PackedQuery,
     dim: usize,
     n_tokens: usize,
+    kernel: Bf16Kernel,
     isa: Isa,
 }
 
@@ -192,12 +248,34 @@ impl PackedQueryBf16 {
             rounded: PackedQuery::new(&rounded, dim),
             dim,
             n_tokens,
+            kernel: Bf16Kernel::detect(),
             isa: Isa::detect(),
         }
     }
 
+    /// Runs `kernel` instead of the fastest one detected.
+    ///
+    /// # Panics
+    ///
+    /// If this machine does not run `kernel` ([`Bf16Kernel::is_available`]).
+    #[track_caller]
+    pub fn with_kernel(mut self, kernel: Bf16Kernel) -> Self {
+        assert!(
+            kernel.is_available(),
+            "{} is not available here",
+            kernel.name()
+        );
+        self.kernel = kernel;
+        self
+    }
+
+    /// The kernel [`maxsim_bf16`] runs for this query.
+    pub fn kernel(&self) -> Bf16Kernel {
+        self.kernel
+    }
+
     /// Runs the generic kernel at `isa` (instead of the best level
-    /// detected) when the AVX512-BF16 kernel is not used.
+    /// detected) when it is the query's kernel.
     pub fn with_isa(mut self, isa: Isa) -> Self {
         self.isa = isa;
         self
@@ -227,8 +305,8 @@ impl PackedQueryBf16 {
 }
 
 /// MaxSim of a bf16 query against one bf16 document (`doc` from
-/// [`Bf16Vectors::get`]), accumulated in f32: on the AVX512-BF16 kernel
-/// where the CPU has it, else on the generic kernel at the query's level.
+/// [`Bf16Vectors::get`]), accumulated in f32, on the query's
+/// [`Bf16Kernel`] (the fastest this CPU has unless chosen).
 ///
 /// # Panics
 ///
@@ -254,8 +332,14 @@ pub fn maxsim_bf16_before(query: &PackedQueryBf16, doc: &[u32], next: &[u32]) ->
         "document is not [n, dim.div_ceil(2)] pairs"
     );
     #[cfg(target_arch = "x86_64")]
-    if avx512::available() {
-        return avx512::maxsim(&query.packed, query.n_tokens, pairs, doc, next);
+    match query.kernel {
+        Bf16Kernel::Amx if amx::fits(pairs, doc.len() / pairs) => {
+            return amx::maxsim(&query.packed, query.n_tokens, pairs, doc, next);
+        }
+        Bf16Kernel::Amx | Bf16Kernel::Avx512Bf16 => {
+            return avx512::maxsim(&query.packed, query.n_tokens, pairs, doc, next);
+        }
+        Bf16Kernel::Generic => {}
     }
     query.isa.dispatch(MaxSimOp {
         query: &query.rounded,
