@@ -8,7 +8,9 @@
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use lemur::maxsim::bf16::{Bf16Kernel, Bf16Vectors, PackedQueryBf16, rerank_bf16};
+use lemur::maxsim::bf16::{
+    Bf16Kernel, Bf16Matrix, Bf16Vectors, PackedQueryBf16, dot_products_bf16, rerank_bf16,
+};
 use lemur::topk::top_k_rows;
 use lemur::{Isa, Precision, SearchParams};
 use lemur_bench::{QUERY_TOKENS, fma_peak, fma_peak_flop, pool, workload};
@@ -103,6 +105,8 @@ fn stages(c: &mut Criterion) {
             (index.corpus().n_tokens() * dim * 4) >> 20,
         );
     }
+    let features_bf16 = Bf16Matrix::from_f32(&features, index.feature_dim());
+    let w_bf16 = Bf16Matrix::from_f32(index.weights().values(), index.feature_dim());
     // The reduced-precision variants, each named by the suffix of its rows.
     let variants = [
         ("bf16", index.clone().with_bf16()),
@@ -151,6 +155,47 @@ fn stages(c: &mut Criterion) {
             group.bench_function(
                 BenchmarkId::new(format!("fused_k200_{name}"), format!("{threads}t")),
                 |b| b.iter(|| pool.install(|| variant.candidates(&features, PARAMS.n_candidates))),
+            );
+        }
+        group.finish();
+
+        // The bf16 product `f W^T` alone, the batch against all of `W` in
+        // blocks of 512 documents: `vdpbf16ps` against AMX tiles (the
+        // features with their tile layout), FLOP = 2 h per score.
+        let mut group = c.benchmark_group("score_bf16");
+        group.throughput(Throughput::Elements(
+            (2 * BATCH * N_DOCS * index.feature_dim()) as u64,
+        ));
+        for &kernel in &bf16_kernels {
+            let queries = if kernel == Bf16Kernel::Amx {
+                features_bf16.clone().with_tile_layout()
+            } else {
+                features_bf16.clone()
+            };
+            group.bench_function(
+                BenchmarkId::new(kernel.name(), format!("{threads}t")),
+                |b| {
+                    b.iter(|| {
+                        pool.install(|| {
+                            (0..N_DOCS.div_ceil(512))
+                                .into_par_iter()
+                                .map(|block| {
+                                    let n = 512.min(N_DOCS - block * 512);
+                                    let mut out = vec![0.0; BATCH * n];
+                                    dot_products_bf16(
+                                        Isa::detect(),
+                                        &queries,
+                                        &w_bf16,
+                                        block * 512,
+                                        n,
+                                        &mut out,
+                                    );
+                                    out[0]
+                                })
+                                .sum::<f32>()
+                        })
+                    })
+                },
             );
         }
         group.finish();

@@ -139,14 +139,25 @@ proptest! {
     #[test]
     fn dot_products_match_the_reference_on_rounded_values(
         dim in prop::sample::select(vec![1usize, 2, 3, 31, 32, 33, 64, 100, 128, 2048]),
-        n_a in 1usize..=9,
-        n_b in 1usize..=11,
+        n_a in 1usize..=40,
+        n_b in 1usize..=40,
         skip in 0usize..=3,
-        a in values(9 * 2048),
-        b in values(14 * 2048),
+        tiled in any::<bool>(),
+        seed in any::<u64>(),
     ) {
-        let a = Bf16Matrix::from_f32(&a[..n_a * dim], dim);
-        let b = Bf16Matrix::from_f32(&b[..(skip + n_b) * dim], dim);
+        let mut state = seed | 1;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        };
+        let a: Vec<f32> = (0..n_a * dim).map(|_| next()).collect();
+        let b: Vec<f32> = (0..(skip + n_b) * dim).map(|_| next()).collect();
+        // With the tile layout the AVX-512 level runs AMX where it can.
+        let a = Bf16Matrix::from_f32(&a, dim);
+        let a = if tiled { a.with_tile_layout() } else { a };
+        let b = Bf16Matrix::from_f32(&b, dim);
         for isa in Isa::available() {
             let mut out = vec![f32::NAN; n_a * n_b];
             dot_products_bf16(isa, &a, &b, skip, n_b, &mut out);
@@ -156,7 +167,7 @@ proptest! {
                     let want: f64 = x.iter().zip(&y).map(|(p, q)| *p as f64 * *q as f64).sum();
                     let scale: f64 = x.iter().zip(&y).map(|(p, q)| (*p as f64 * *q as f64).abs()).sum();
                     let got = out[i * n_b + j] as f64;
-                    prop_assert!((got - want).abs() <= 1e-5 * scale + 1e-6, "{} [{},{}] {} vs {}", isa.level(), i, j, got, want);
+                    prop_assert!((got - want).abs() <= 1e-5 * scale + 1e-6, "{} tiled {} [{},{}] {} vs {}", isa.level(), tiled, i, j, got, want);
                 }
             }
         }

@@ -151,7 +151,7 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             let prepared = match reduced {
                 None => Prepared::F32,
                 Some(ReducedWeights::Bf16(rows)) => {
-                    Prepared::Bf16(Bf16Matrix::from_f32(batch, h), rows)
+                    Prepared::Bf16(Bf16Matrix::from_f32(batch, h).with_tile_layout(), rows)
                 }
                 Some(ReducedWeights::Int8(rows)) => {
                     if self.precision().weights == WeightPrecision::Int8Dot {
@@ -256,7 +256,8 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
 enum Prepared<'a> {
     /// The f32 `W`: the features as they are.
     F32,
-    /// The features rounded to bf16, and the bf16 `W`.
+    /// The features rounded to bf16 (with their AMX tile layout), and the
+    /// bf16 `W`.
     Bf16(Bf16Matrix, &'a Bf16Matrix),
     /// The features padded to the int8 blocks, and the int8 `W`.
     Int8(Vec<f32>, &'a Int8Matrix),

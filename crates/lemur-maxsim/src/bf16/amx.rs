@@ -14,6 +14,10 @@
 //!   token's best match is the maximum down a column: 16 `vmaxps` over the
 //!   tile's rows once it is stored.
 //!
+//! The same tiles give the dense products `f W^T` ([`dot_products`]): `W`
+//! rows are the left tiles, the query features in the packed layout the
+//! right ones, and the 16 x 16 products are written out transposed.
+//!
 //! Each step scores two 16-token document blocks against one or two query
 //! blocks (up to four accumulator tiles, two document tiles and two query
 //! tiles: all eight tile registers), then folds the stored products into
@@ -123,6 +127,15 @@ const CONFIG: TileConfig = {
     TileConfig(bytes)
 };
 
+/// Loads [`CONFIG`]: every call does, since other AMX code in the thread
+/// may have loaded another configuration.
+fn configure() {
+    assert!(available());
+    // SAFETY: CONFIG is a valid palette-1 configuration (64 readable,
+    // aligned bytes); `available` saw AMX-TILE and the OS grant.
+    unsafe { asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly)) };
+}
+
 /// Four stored 16 x 16 f32 product tiles.
 #[repr(C, align(64))]
 struct Products([[f32; TILE_ROWS * BLOCK]; 4]);
@@ -150,9 +163,7 @@ pub(super) fn maxsim(
 
 #[target_feature(enable = "avx512f")]
 fn maxsim_impl(packed: &[u32], n_tokens: usize, pairs: usize, doc: &[u32], next: &[u32]) -> f32 {
-    // SAFETY: CONFIG is a valid palette-1 configuration (64 readable,
-    // aligned bytes); `available` saw AMX-TILE and the OS grant.
-    unsafe { asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly)) };
+    configure();
     let doc_tokens = doc.len() / pairs;
     let blocks = n_tokens.div_ceil(BLOCK);
     let block_len = pairs * BLOCK;
@@ -208,6 +219,90 @@ fn maxsim_impl(packed: &[u32], n_tokens: usize, pairs: usize, doc: &[u32], next:
         block += group;
     }
     total
+}
+
+/// `W` rows per group: a group's rows stay in L2 while every query block
+/// passes over them.
+const GROUP_BLOCKS: usize = 4;
+
+/// `out[i * n_b + j] = <a_i, b_j>` for the `n_a` rows of `a`, given in the
+/// tile layout (`[blocks][per_row][16]`, padding lanes zero), and the
+/// `n_b = b.len() / per_row` rows of `b`. The caller checked [`available`],
+/// that `per_row` is a multiple of 16 and that `b` has at least 16 rows.
+pub(super) fn dot_products(
+    a_tiles: &[u32],
+    n_a: usize,
+    b: &[u32],
+    per_row: usize,
+    out: &mut [f32],
+) {
+    assert!(n_a > 0 && per_row > 0 && b.len().is_multiple_of(per_row));
+    assert_eq!(a_tiles.len(), n_a.div_ceil(BLOCK) * per_row * BLOCK);
+    let n_b = b.len() / per_row;
+    assert!(fits(per_row, n_b));
+    assert_eq!(out.len(), n_a * n_b);
+    configure();
+    let block_len = per_row * BLOCK;
+    let a_blocks = n_a.div_ceil(BLOCK);
+    let b_blocks = n_b.div_ceil(TILE_ROWS);
+    // The last block of `b` overlaps the one before it: its shared rows
+    // are computed twice, identically.
+    let start = |block: usize| (block * TILE_ROWS).min(n_b - TILE_ROWS);
+    let rows = |block: usize| &b[start(block) * per_row..][..TILE_ROWS * per_row];
+    let mut products = Products([[0.0; TILE_ROWS * BLOCK]; 4]);
+    // A product tile is `[b row][a row]`: written transposed.
+    let mut scatter = |tile: usize, b_block: usize, a_block: usize, products: &Products| {
+        let valid = (n_a - a_block * BLOCK).min(BLOCK);
+        let first = start(b_block);
+        for (r, row) in products.0[tile].chunks_exact(BLOCK).enumerate() {
+            for (c, &value) in row[..valid].iter().enumerate() {
+                out[(a_block * BLOCK + c) * n_b + first + r] = value;
+            }
+        }
+    };
+    for group in (0..b_blocks).step_by(GROUP_BLOCKS) {
+        let group_end = (group + GROUP_BLOCKS).min(b_blocks);
+        for a_block in (0..a_blocks).step_by(2) {
+            let two_a = a_block + 1 < a_blocks;
+            let a = &a_tiles[a_block * block_len..(a_block + 1 + usize::from(two_a)) * block_len];
+            for b_block in (group..group_end).step_by(2) {
+                let two_b = b_block + 1 < group_end;
+                match (two_b, two_a) {
+                    (true, true) => {
+                        two_by_two(
+                            [rows(b_block), rows(b_block + 1)],
+                            a,
+                            per_row,
+                            &mut products,
+                        );
+                        scatter(0, b_block, a_block, &products);
+                        scatter(1, b_block, a_block + 1, &products);
+                        scatter(2, b_block + 1, a_block, &products);
+                        scatter(3, b_block + 1, a_block + 1, &products);
+                    }
+                    (true, false) => {
+                        two_by_one(
+                            [rows(b_block), rows(b_block + 1)],
+                            a,
+                            per_row,
+                            &mut products,
+                        );
+                        scatter(0, b_block, a_block, &products);
+                        scatter(1, b_block + 1, a_block, &products);
+                    }
+                    (false, true) => {
+                        one_by_two(rows(b_block), a, per_row, &mut products);
+                        scatter(0, b_block, a_block, &products);
+                        scatter(1, b_block, a_block + 1, &products);
+                    }
+                    (false, false) => {
+                        two_by_one([rows(b_block), rows(b_block)], a, per_row, &mut products);
+                        scatter(0, b_block, a_block, &products);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `best` raised to each column's maximum over a stored 16 x 16 tile.

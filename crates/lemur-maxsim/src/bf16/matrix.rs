@@ -16,6 +16,10 @@ pub struct Bf16Matrix {
     pairs: Vec<u32>,
     n_rows: usize,
     dim: usize,
+    /// The same values as AMX right-hand tiles, `[blocks of 16 rows][pairs]
+    /// [16 rows]` (padding rows zero), when [`Bf16Matrix::with_tile_layout`]
+    /// built them; otherwise empty.
+    tiles: Vec<u32>,
 }
 
 impl Bf16Matrix {
@@ -40,7 +44,26 @@ impl Bf16Matrix {
             pairs,
             n_rows: values.len() / dim,
             dim,
+            tiles: Vec::new(),
         }
+    }
+
+    /// Adds a second copy of the rows laid out as AMX tiles, so that
+    /// [`dot_products_bf16`] with this matrix as `a` (the query features)
+    /// runs on AMX where the CPU has it. Worth it for the query side of a
+    /// product only: the copy is as large as the matrix.
+    pub fn with_tile_layout(mut self) -> Self {
+        let per_row = self.pairs_per_row();
+        let blocks = self.n_rows.div_ceil(super::BLOCK);
+        let mut tiles = vec![0u32; blocks * per_row * super::BLOCK];
+        for (i, row) in self.pairs.chunks_exact(per_row).enumerate() {
+            let (block, lane) = (i / super::BLOCK, i % super::BLOCK);
+            for (p, &pair) in row.iter().enumerate() {
+                tiles[(block * per_row + p) * super::BLOCK + lane] = pair;
+            }
+        }
+        self.tiles = tiles;
+        self
     }
 
     /// Rows.
@@ -88,7 +111,8 @@ impl Bf16Matrix {
             .collect()
     }
 
-    /// Appends the rows of `other` (same width).
+    /// Appends the rows of `other` (same width). A tile layout is dropped
+    /// (build it again with [`Bf16Matrix::with_tile_layout`]).
     ///
     /// # Panics
     ///
@@ -98,13 +122,16 @@ impl Bf16Matrix {
         assert_eq!(self.dim, other.dim, "appending rows of another width");
         self.pairs.extend_from_slice(&other.pairs);
         self.n_rows += other.n_rows;
+        self.tiles = Vec::new();
     }
 }
 
 /// `out[i, j] = <a_i, b_{first + j}>` for every row `i` of `a` and the `n`
 /// rows of `b` from `first` (`out` is `[a.n_rows(), n]`, row-major). At
-/// the AVX-512 level on a CPU with AVX512-BF16 this is `vdpbf16ps`, pairs
-/// of products added straight into f32 lanes; elsewhere bf16 values are
+/// the AVX-512 level on a CPU with AMX-BF16, when `a` has its tile layout
+/// ([`Bf16Matrix::with_tile_layout`]), the width is a multiple of 32 and
+/// `n >= 16`, this is AMX tile products; else on a CPU with AVX512-BF16
+/// `vdpbf16ps`, pairs of products added straight into f32 lanes; elsewhere bf16 values are
 /// widened to f32 in registers (a shift or a mask each) and
 /// multiplied-added in f32 at `isa`'s width. Both compute the same exact
 /// products; only the summation order differs. Reading half the bytes of f32 is what makes this faster than
@@ -127,6 +154,15 @@ pub fn dot_products_bf16(
     assert_eq!(a.dim, b.dim, "matrix widths differ");
     assert!(first + n <= b.n_rows, "rows outside the matrix");
     assert_eq!(out.len(), a.n_rows * n, "out is not [a rows, n]");
+    #[cfg(target_arch = "x86_64")]
+    if isa.level() == crate::Level::Avx512
+        && !a.tiles.is_empty()
+        && super::amx::fits(a.pairs_per_row(), n)
+        && super::amx::available()
+    {
+        super::amx::dot_products(&a.tiles, a.n_rows, b.rows(first, n), a.pairs_per_row(), out);
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if isa.level() == crate::Level::Avx512 && super::avx512::available() {
         super::avx512::dot_products(&a.pairs, b.rows(first, n), a.pairs_per_row(), out);
