@@ -105,7 +105,6 @@ fn stages(c: &mut Criterion) {
             (index.corpus().n_tokens() * dim * 4) >> 20,
         );
     }
-    let features_bf16 = Bf16Matrix::from_f32(&features, index.feature_dim());
     let w_bf16 = Bf16Matrix::from_f32(index.weights().values(), index.feature_dim());
     // The reduced-precision variants, each named by the suffix of its rows.
     let variants = [
@@ -159,34 +158,37 @@ fn stages(c: &mut Criterion) {
         }
         group.finish();
 
-        // The bf16 product `f W^T` alone, the batch against all of `W` in
-        // blocks of 512 documents: `vdpbf16ps` against AMX tiles (the
-        // features with their tile layout), FLOP = 2 h per score.
+        // The bf16 product `f W^T` alone, the batch (and one query)
+        // against all of `W` in the search path's blocks of documents:
+        // `vdpbf16ps` against AMX tiles (the features with their tile
+        // layout), FLOP = 2 h per score.
         let mut group = c.benchmark_group("score_bf16");
-        group.throughput(Throughput::Elements(
-            (2 * BATCH * N_DOCS * index.feature_dim()) as u64,
-        ));
-        for &kernel in &bf16_kernels {
-            let queries = if kernel == Bf16Kernel::Amx {
-                features_bf16.clone().with_tile_layout()
-            } else {
-                features_bf16.clone()
-            };
-            group.bench_function(
-                BenchmarkId::new(kernel.name(), format!("{threads}t")),
-                |b| {
+        let h = index.feature_dim();
+        for (label, n_queries, block) in [("batch1000", BATCH, 512), ("one_query", 1, 256)] {
+            group.throughput(Throughput::Elements((2 * n_queries * N_DOCS * h) as u64));
+            let features = Bf16Matrix::from_f32(&features[..n_queries * h], h);
+            for &kernel in &bf16_kernels {
+                let queries = if kernel == Bf16Kernel::Amx {
+                    features.clone().with_tile_layout()
+                } else {
+                    features.clone()
+                };
+                let id =
+                    BenchmarkId::new(format!("{}_{label}", kernel.name()), format!("{threads}t"));
+                group.bench_function(id, |b| {
                     b.iter(|| {
                         pool.install(|| {
-                            (0..N_DOCS.div_ceil(512))
+                            (0..N_DOCS.div_ceil(block))
                                 .into_par_iter()
-                                .map(|block| {
-                                    let n = 512.min(N_DOCS - block * 512);
-                                    let mut out = vec![0.0; BATCH * n];
+                                .map(|i| {
+                                    let n = block.min(N_DOCS - i * block);
+                                    let mut out = vec![0.0; n_queries * n];
+                                    let first = i * block;
                                     dot_products_bf16(
                                         Isa::detect(),
                                         &queries,
                                         &w_bf16,
-                                        block * 512,
+                                        first,
                                         n,
                                         &mut out,
                                     );
@@ -195,8 +197,8 @@ fn stages(c: &mut Criterion) {
                                 .sum::<f32>()
                         })
                     })
-                },
-            );
+                });
+            }
         }
         group.finish();
 

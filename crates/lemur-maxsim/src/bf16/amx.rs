@@ -105,10 +105,16 @@ fn request_tiles() -> bool {
     false
 }
 
+/// Whether rows of `pairs` pairs fill whole tiles.
+#[inline]
+pub(super) fn fits_width(pairs: usize) -> bool {
+    pairs.is_multiple_of(TILE_PAIRS)
+}
+
 /// Whether a document of `n_tokens` tokens of `pairs` pairs runs here.
 #[inline]
 pub(super) fn fits(pairs: usize, n_tokens: usize) -> bool {
-    pairs.is_multiple_of(TILE_PAIRS) && n_tokens >= TILE_ROWS
+    fits_width(pairs) && n_tokens >= TILE_ROWS
 }
 
 /// The tile configuration: palette 1, tiles 0..8 all 16 rows x 64 bytes.
@@ -227,8 +233,9 @@ const GROUP_BLOCKS: usize = 4;
 
 /// `out[i * n_b + j] = <a_i, b_j>` for the `n_a` rows of `a`, given in the
 /// tile layout (`[blocks][per_row][16]`, padding lanes zero), and the
-/// `n_b = b.len() / per_row` rows of `b`. The caller checked [`available`],
-/// that `per_row` is a multiple of 16 and that `b` has at least 16 rows.
+/// `n_b = b.len() / per_row` rows of `b`. The caller checked [`available`]
+/// and that `per_row` is a multiple of 16. Any `n_b` runs here, so that a
+/// score never depends on where a block of `b` ends.
 pub(super) fn dot_products(
     a_tiles: &[u32],
     n_a: usize,
@@ -236,11 +243,25 @@ pub(super) fn dot_products(
     per_row: usize,
     out: &mut [f32],
 ) {
-    assert!(n_a > 0 && per_row > 0 && b.len().is_multiple_of(per_row));
+    assert!(n_a > 0 && per_row > 0 && fits_width(per_row) && b.len().is_multiple_of(per_row));
     assert_eq!(a_tiles.len(), n_a.div_ceil(BLOCK) * per_row * BLOCK);
     let n_b = b.len() / per_row;
-    assert!(fits(per_row, n_b));
     assert_eq!(out.len(), n_a * n_b);
+    if n_b == 0 {
+        return;
+    }
+    if n_b < TILE_ROWS {
+        // Too few rows for one tile: score them zero-padded to 16 rows
+        // (each product is computed exactly as it would be in a full tile).
+        let mut padded = b.to_vec();
+        padded.resize(TILE_ROWS * per_row, 0);
+        let mut wide = vec![0.0; n_a * TILE_ROWS];
+        dot_products(a_tiles, n_a, &padded, per_row, &mut wide);
+        for (row, wide_row) in out.chunks_exact_mut(n_b).zip(wide.chunks_exact(TILE_ROWS)) {
+            row.copy_from_slice(&wide_row[..n_b]);
+        }
+        return;
+    }
     configure();
     let block_len = per_row * BLOCK;
     let a_blocks = n_a.div_ceil(BLOCK);

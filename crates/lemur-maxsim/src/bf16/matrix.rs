@@ -129,8 +129,9 @@ impl Bf16Matrix {
 /// `out[i, j] = <a_i, b_{first + j}>` for every row `i` of `a` and the `n`
 /// rows of `b` from `first` (`out` is `[a.n_rows(), n]`, row-major). At
 /// the AVX-512 level on a CPU with AMX-BF16, when `a` has its tile layout
-/// ([`Bf16Matrix::with_tile_layout`]), the width is a multiple of 32 and
-/// `n >= 16`, this is AMX tile products; else on a CPU with AVX512-BF16
+/// ([`Bf16Matrix::with_tile_layout`]) and the width is a multiple of 32,
+/// this is AMX tile products (for every `n`, so that a score does not
+/// depend on how `b` is split into calls); else on a CPU with AVX512-BF16
 /// `vdpbf16ps`, pairs of products added straight into f32 lanes; elsewhere bf16 values are
 /// widened to f32 in registers (a shift or a mask each) and
 /// multiplied-added in f32 at `isa`'s width. Both compute the same exact
@@ -157,7 +158,7 @@ pub fn dot_products_bf16(
     #[cfg(target_arch = "x86_64")]
     if isa.level() == crate::Level::Avx512
         && !a.tiles.is_empty()
-        && super::amx::fits(a.pairs_per_row(), n)
+        && super::amx::fits_width(a.pairs_per_row())
         && super::amx::available()
     {
         super::amx::dot_products(&a.tiles, a.n_rows, b.rows(first, n), a.pairs_per_row(), out);
