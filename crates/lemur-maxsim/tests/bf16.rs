@@ -90,6 +90,20 @@ fn rounding_is_to_nearest_even() {
     }
 }
 
+/// `n` values in [-1, 1) from a xorshift stream: large inputs without
+/// proptest generating (and shrinking) each value.
+fn seeded_values(seed: u64, n: usize) -> Vec<f32> {
+    let mut state = seed | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
 fn values(n: usize) -> impl Strategy<Value = Vec<f32>> {
     proptest::collection::vec(-1.0f32..1.0, n)
 }
@@ -104,19 +118,12 @@ proptest! {
         n in 1usize..=70,
         seed in any::<u64>(),
     ) {
-        let mut state = seed | 1;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        };
-        let query: Vec<f32> = (0..q * dim).map(|_| next()).collect();
-        let doc: Vec<f32> = (0..n * dim).map(|_| next()).collect();
-        let corpus = MultiVectors::new(doc.clone(), dim, &[n]).unwrap();
+        let values = seeded_values(seed, (q + n) * dim);
+        let (query, doc) = values.split_at(q * dim);
+        let corpus = MultiVectors::new(doc.to_vec(), dim, &[n]).unwrap();
         let stored = Bf16Vectors::from_f32(&corpus);
-        let packed = PackedQueryBf16::new(&query, dim);
-        let (want, scale) = reference(&query, &doc, dim);
+        let packed = PackedQueryBf16::new(query, dim);
+        let (want, scale) = reference(query, doc, dim);
         let tolerance = 1e-5 * scale + 1e-6;
         for kernel in Bf16Kernel::available() {
             let got = maxsim_bf16(&packed.clone().with_kernel(kernel), stored.get(0)) as f64;
@@ -129,7 +136,7 @@ proptest! {
             let mut maxima = vec![f32::NAN; q];
             token_maxima_bf16(&packed.clone().with_isa(isa), stored.get(0), &mut maxima);
             for (i, token) in query.chunks_exact(dim).enumerate() {
-                let (want, scale) = reference(token, &doc, dim);
+                let (want, scale) = reference(token, doc, dim);
                 let tolerance = 1e-5 * scale + 1e-6;
                 prop_assert!((maxima[i] as f64 - want).abs() <= tolerance, "{} token {}", isa.level(), i);
             }
@@ -145,19 +152,12 @@ proptest! {
         tiled in any::<bool>(),
         seed in any::<u64>(),
     ) {
-        let mut state = seed | 1;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        };
-        let a: Vec<f32> = (0..n_a * dim).map(|_| next()).collect();
-        let b: Vec<f32> = (0..(skip + n_b) * dim).map(|_| next()).collect();
+        let values = seeded_values(seed, (n_a + skip + n_b) * dim);
+        let (a, b) = values.split_at(n_a * dim);
         // With the tile layout the AVX-512 level runs AMX where it can.
-        let a = Bf16Matrix::from_f32(&a, dim);
+        let a = Bf16Matrix::from_f32(a, dim);
         let a = if tiled { a.with_tile_layout() } else { a };
-        let b = Bf16Matrix::from_f32(&b, dim);
+        let b = Bf16Matrix::from_f32(b, dim);
         for isa in Isa::available() {
             let mut out = vec![f32::NAN; n_a * n_b];
             dot_products_bf16(isa, &a, &b, skip, n_b, &mut out);
