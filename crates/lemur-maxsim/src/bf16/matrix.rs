@@ -134,7 +134,7 @@ impl Bf16Matrix {
 /// depend on how `b` is split into calls); else on a CPU with AVX512-BF16
 /// `vdpbf16ps`, pairs of products added straight into f32 lanes; elsewhere bf16 values are
 /// widened to f32 in registers (a shift or a mask each) and
-/// multiplied-added in f32 at `isa`'s width. Both compute the same exact
+/// multiplied-added in f32 at `isa`'s width. All three compute the same exact
 /// products; only the summation order differs. Reading half the bytes of f32 is what makes this faster than
 /// an f32 GEMM when the product is memory-bound (a few query rows against
 /// a large `W`). Sequential: callers split the work across threads.
