@@ -35,6 +35,7 @@ use pulp::{Simd, WithSimd};
 
 use core::slice::Chunks;
 
+use crate::aligned::Aligned;
 use crate::paired::{self, PAIRED_TOKENS};
 use crate::prefetch::{LINE_BYTES, prefetch, prefetch_to_l2};
 
@@ -46,10 +47,10 @@ pub(crate) const PAD_LANES: usize = 16;
 /// the kernel. Pack once per query, then score any number of documents.
 #[derive(Debug, Clone, Default)]
 pub struct PackedQuery {
-    transposed: Vec<f32>,
+    transposed: Aligned<f32>,
     /// Queries of at most [`PAIRED_TOKENS`] tokens and an even width also
     /// get the paired layout (`[dim / 2][16]`, see `paired.rs`); else empty.
-    paired: Vec<f32>,
+    paired: Aligned<f32>,
     dim: usize,
     n_tokens: usize,
     padded: usize,
@@ -83,8 +84,7 @@ impl PackedQuery {
         );
         let n_tokens = query.len() / dim;
         let padded = n_tokens.div_ceil(PAD_LANES) * PAD_LANES;
-        self.transposed.clear();
-        self.transposed.resize(dim * padded, 0.0);
+        self.transposed.reset_zeroed(dim * padded);
         for (i, token) in query.chunks_exact(dim).enumerate() {
             for (k, &value) in token.iter().enumerate() {
                 self.transposed[k * padded + i] = value;
@@ -93,7 +93,7 @@ impl PackedQuery {
         if n_tokens <= PAIRED_TOKENS && dim.is_multiple_of(2) {
             paired::pack(query, dim, &mut self.paired);
         } else {
-            self.paired.clear();
+            self.paired.reset_zeroed(0);
         }
         self.dim = dim;
         self.n_tokens = n_tokens;

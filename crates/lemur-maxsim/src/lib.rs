@@ -36,6 +36,7 @@
 //! assert_eq!(score, naive::maxsim(&query, &doc, dim));
 //! ```
 
+mod aligned;
 pub mod bf16;
 pub mod int8;
 mod kernel;

@@ -23,6 +23,7 @@ use core::slice::Chunks;
 use pulp::bytemuck::{cast, cast_slice};
 use pulp::{Simd, c32};
 
+use crate::aligned::Aligned;
 use crate::kernel::{PAD_LANES, PackedQuery};
 use crate::prefetch::{LINE_BYTES, prefetch, prefetch_to_l2};
 
@@ -39,10 +40,9 @@ pub(crate) const PAIRED_TOKENS: usize = PAD_LANES / 2;
 /// [`PAIRED_TOKENS`] tokens, `dim` even) into `out`: `[dim / 2][PAD_LANES]`,
 /// token `i`'s values `2k` and `2k + 1` in lanes `2i` and `2i + 1` of row
 /// `k`, missing tokens zero.
-pub(crate) fn pack(query: &[f32], dim: usize, out: &mut Vec<f32>) {
+pub(crate) fn pack(query: &[f32], dim: usize, out: &mut Aligned<f32>) {
     debug_assert!(dim.is_multiple_of(2) && query.len() <= PAIRED_TOKENS * dim);
-    out.clear();
-    out.resize(dim / 2 * PAD_LANES, 0.0);
+    out.reset_zeroed(dim / 2 * PAD_LANES);
     for (i, token) in query.chunks_exact(dim).enumerate() {
         for (k, values) in token.chunks_exact(2).enumerate() {
             out[k * PAD_LANES + 2 * i..][..2].copy_from_slice(values);

@@ -7,19 +7,21 @@ use pulp::{Simd, WithSimd};
 
 use super::{from_bf16, pair};
 use crate::Isa;
+use crate::aligned::AlignedU32;
 
 /// A `[n_rows, dim]` matrix rounded to bf16, each row `dim.div_ceil(2)`
 /// bf16 pairs (the operand layout of `vdpbf16ps`; an odd width's last pair
-/// has a zero high half).
+/// has a zero high half), starting on a cache line so that rows whose
+/// length is a multiple of 64 bytes are whole AMX tile rows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bf16Matrix {
-    pairs: Vec<u32>,
+    pairs: AlignedU32,
     n_rows: usize,
     dim: usize,
     /// The same values as AMX right-hand tiles, `[blocks of 16 rows][pairs]
     /// [16 rows]` (padding rows zero), when [`Bf16Matrix::with_tile_layout`]
     /// built them; otherwise empty.
-    tiles: Vec<u32>,
+    tiles: AlignedU32,
 }
 
 impl Bf16Matrix {
@@ -36,15 +38,20 @@ impl Bf16Matrix {
             "values are not whole rows of width {dim}"
         );
         let per_row = dim.div_ceil(2);
-        let mut pairs = Vec::with_capacity(values.len() / dim * per_row);
-        for row in values.chunks_exact(dim) {
-            pairs.extend((0..per_row).map(|p| pair(row, p)));
+        let mut pairs = AlignedU32::zeroed(values.len() / dim * per_row);
+        for (out, row) in pairs
+            .chunks_exact_mut(per_row)
+            .zip(values.chunks_exact(dim))
+        {
+            for (p, slot) in out.iter_mut().enumerate() {
+                *slot = pair(row, p);
+            }
         }
         Bf16Matrix {
             pairs,
             n_rows: values.len() / dim,
             dim,
-            tiles: Vec::new(),
+            tiles: AlignedU32::default(),
         }
     }
 
@@ -55,7 +62,7 @@ impl Bf16Matrix {
     pub fn with_tile_layout(mut self) -> Self {
         let per_row = self.pairs_per_row();
         let blocks = self.n_rows.div_ceil(super::BLOCK);
-        let mut tiles = vec![0u32; blocks * per_row * super::BLOCK];
+        let mut tiles = AlignedU32::zeroed(blocks * per_row * super::BLOCK);
         for (i, row) in self.pairs.chunks_exact(per_row).enumerate() {
             let (block, lane) = (i / super::BLOCK, i % super::BLOCK);
             for (p, &pair) in row.iter().enumerate() {
@@ -122,7 +129,7 @@ impl Bf16Matrix {
         assert_eq!(self.dim, other.dim, "appending rows of another width");
         self.pairs.extend_from_slice(&other.pairs);
         self.n_rows += other.n_rows;
-        self.tiles = Vec::new();
+        self.tiles = AlignedU32::default();
     }
 }
 

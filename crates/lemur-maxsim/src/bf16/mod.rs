@@ -19,6 +19,7 @@ mod matrix;
 
 use lemur_topk::{Hit, TopK};
 
+use crate::aligned::AlignedU32;
 use crate::kernel::{MaxSimOp, PackedQuery};
 use crate::{Isa, MultiVectors};
 
@@ -117,10 +118,12 @@ impl Bf16Kernel {
 }
 
 /// A ragged set of token vectors stored as bf16: a corpus at half the
-/// memory of [`MultiVectors`]. Each token is `dim.div_ceil(2)` pairs.
+/// memory of [`MultiVectors`]. Each token is `dim.div_ceil(2)` pairs; the
+/// storage starts on a cache line, so the tokens of a width that is a
+/// multiple of 32 are whole AMX tile rows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bf16Vectors {
-    pairs: Vec<u32>,
+    pairs: AlignedU32,
     dim: usize,
     pairs_per_token: usize,
     /// Token offsets, as in [`MultiVectors::offsets`].
@@ -132,9 +135,14 @@ impl Bf16Vectors {
     pub fn from_f32<T: AsRef<[f32]>>(set: &MultiVectors<T>) -> Self {
         let dim = set.dim();
         let pairs_per_token = dim.div_ceil(2);
-        let mut pairs = Vec::with_capacity(set.n_tokens() * pairs_per_token);
-        for token in set.tokens().chunks_exact(dim) {
-            pairs.extend((0..pairs_per_token).map(|p| pair(token, p)));
+        let mut pairs = AlignedU32::zeroed(set.n_tokens() * pairs_per_token);
+        for (out, token) in pairs
+            .chunks_exact_mut(pairs_per_token)
+            .zip(set.tokens().chunks_exact(dim))
+        {
+            for (p, slot) in out.iter_mut().enumerate() {
+                *slot = pair(token, p);
+            }
         }
         Bf16Vectors {
             pairs,
@@ -211,7 +219,7 @@ impl Bf16Vectors {
 /// level the generic kernel runs at.
 #[derive(Debug, Clone)]
 pub struct PackedQueryBf16 {
-    packed: Vec<u32>,
+    packed: AlignedU32,
     rounded: PackedQuery,
     dim: usize,
     n_tokens: usize,
@@ -235,7 +243,7 @@ impl PackedQueryBf16 {
         let n_tokens = query.len() / dim;
         let pairs = dim.div_ceil(2);
         let blocks = n_tokens.div_ceil(BLOCK);
-        let mut packed = vec![0u32; blocks * pairs * BLOCK];
+        let mut packed = AlignedU32::zeroed(blocks * pairs * BLOCK);
         for (i, token) in query.chunks_exact(dim).enumerate() {
             let (block, lane) = (i / BLOCK, i % BLOCK);
             for p in 0..pairs {
