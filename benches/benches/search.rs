@@ -114,8 +114,24 @@ fn stages(c: &mut Criterion) {
             index.clone().with_precision(Precision::INT8_WEIGHTS),
         ),
         ("int8dot", index.clone().with_precision(Precision::INT8_DOT)),
+        (
+            "bf16filter",
+            index.clone().with_precision(Precision::BF16_FILTER),
+        ),
     ];
     let exact_top10 = index.search_batch(queries, PARAMS).expect("valid queries");
+    let same_candidates = |variant: &lemur::Index| {
+        let sorted = |mut ids: Vec<u32>| {
+            ids.sort_unstable();
+            ids
+        };
+        variant
+            .candidates(&features, PARAMS.n_candidates)
+            .into_iter()
+            .zip(&candidates)
+            .filter(|(reduced, exact)| sorted(reduced.clone()) == sorted(exact.to_vec()))
+            .count()
+    };
     for (name, variant) in &variants {
         let hits = variant
             .search_batch(queries, PARAMS)
@@ -131,8 +147,9 @@ fn stages(c: &mut Criterion) {
             })
             .sum();
         println!(
-            "search {name}: keeps {:.4} of the f32 pipeline's top 10",
-            kept as f64 / (BATCH * PARAMS.k) as f64
+            "search {name}: keeps {:.4} of the f32 pipeline's top 10; the f32 candidates for {} of {BATCH} queries",
+            kept as f64 / (BATCH * PARAMS.k) as f64,
+            same_candidates(variant),
         );
     }
 

@@ -42,6 +42,29 @@ pub fn sum(values: &[f32]) -> f32 {
     total
 }
 
+/// `<a, b>` over the shorter length, with `2 LANES` partial sums (two
+/// vector registers of AVX-512, for two independent add chains); call it
+/// inside [`dispatch`] to vectorise it.
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 2 * LANES];
+    let (a_chunks, b_chunks) = (a.chunks_exact(2 * LANES), b.chunks_exact(2 * LANES));
+    let tail = a_chunks.remainder().iter().zip(b_chunks.remainder());
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for ((lane, x), y) in lanes.iter_mut().zip(x).zip(y) {
+            *lane += x * y;
+        }
+    }
+    let mut total = 0.0f32;
+    for v in lanes {
+        total += v;
+    }
+    for (x, y) in tail {
+        total += x * y;
+    }
+    total
+}
+
 /// Largest value of a non-empty slice without NaN (vectorisable).
 #[inline(always)]
 fn max(values: &[f32]) -> f32 {
@@ -154,6 +177,35 @@ mod tests {
         assert!(worst < 2.5e-7, "relative error {worst}");
         assert_eq!(exp(0.0), 1.0);
         assert!(exp(-1000.0) < 1e-37 && exp(-1000.0) >= 0.0);
+    }
+
+    #[test]
+    fn dot_is_within_the_summation_bound_of_f64() {
+        // Every length around the 32-value chunks, tails included.
+        for len in 0..100 {
+            let a: Vec<f32> = (0..len).map(|i| (i as f32 * 0.71).sin()).collect();
+            let b: Vec<f32> = (0..len).map(|i| (i as f32 * 1.3).cos() * 3.0).collect();
+            let want: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(&x, &y)| f64::from(x) * f64::from(y))
+                .sum();
+            let magnitude: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(&x, &y)| f64::from(x * y).abs())
+                .sum();
+            let got = dispatch(
+                #[inline(always)]
+                || dot(&a, &b),
+            );
+            let bound = len as f64 * f64::from(f32::EPSILON) * magnitude + 1e-30;
+            assert!(
+                (f64::from(got) - want).abs() <= bound,
+                "len {len}: {got} vs {want}"
+            );
+            assert_eq!(got, dot(&a, &b), "the same sums at every level");
+        }
     }
 
     #[test]

@@ -118,6 +118,15 @@ impl TopK {
         self.k
     }
 
+    /// A lower bound on the score of the `k`-th best entry, from the last
+    /// time the buffer was cut back to `k` (`None` before that): no
+    /// collector this one is merged into ends with a worse `k`-th best.
+    /// Callers that keep entries near the cut (within a margin of it) use
+    /// it to drop what can never come within that margin.
+    pub fn threshold(&self) -> Option<f32> {
+        self.threshold.map(|hit| hit.score)
+    }
+
     /// Forget every entry and keep `k` from now on; the buffer's memory is kept.
     pub fn reset(&mut self, k: usize) {
         self.k = k;

@@ -70,6 +70,26 @@ proptest! {
     }
 
     #[test]
+    fn the_threshold_never_beats_the_final_kth_best(
+        scores in prop::collection::vec(-1000i32..1000, 0..300),
+        split in 0usize..300,
+        k in 1usize..40,
+    ) {
+        let scores: Vec<f32> = scores.into_iter().map(|v| v as f32).collect();
+        let split = split.min(scores.len());
+        let mut part = TopK::new(k);
+        part.extend_from_scores(0, &scores[..split]);
+        let threshold = part.threshold();
+        if split >= 2 * k {
+            prop_assert!(threshold.is_some());
+        }
+        let kth = sort_and_truncate(&scores, k).last().map(|hit| hit.score);
+        if let (Some(threshold), Some(kth)) = (threshold, kth) {
+            prop_assert!(threshold <= kth, "{} > {}", threshold, kth);
+        }
+    }
+
+    #[test]
     fn merge_equals_single_collector(
         scores in prop::collection::vec(tie_heavy_score(), 0..120),
         split in 0usize..120,

@@ -53,9 +53,11 @@
 
 mod build;
 mod error;
+mod filter;
 mod fit;
 mod index;
 pub mod naive;
+mod pairs;
 mod persist;
 mod precision;
 mod rerank;

@@ -13,6 +13,7 @@ use lemur_maxsim::MultiVectors;
 use lemur_maxsim::bf16::{Bf16Matrix, Bf16Vectors};
 use lemur_maxsim::int8::Int8Matrix;
 
+use crate::filter::FilterBounds;
 use crate::index::Index;
 
 /// How searches store `W` for the approximate scores.
@@ -26,6 +27,14 @@ pub enum WeightPrecision {
     /// An int8 copy with one scale per document, a quarter of the bytes;
     /// query features stay f32.
     Int8,
+    /// A bf16 copy that only shortlists: a bound on the bf16 scores' error
+    /// says which documents can still be among the best by f32 score, and
+    /// those rows of the f32 `W` score them again. The candidates are the
+    /// f32 ones (up to f32 rounding) at about the bytes of bf16 per query;
+    /// the f32 `W` stays resident beside the copy (1.5x the memory of
+    /// `W`). A query whose shortlist the bound cannot settle is scored on
+    /// the f32 `W` in full.
+    Bf16Filter,
     /// The same int8 copy, scored against query features quantised to
     /// int8 as well (one scale per query): exact integer dot products,
     /// `vpdpbusd` on CPUs with AVX512-VNNI (64 byte products per
@@ -65,6 +74,12 @@ impl Precision {
         weights: WeightPrecision::Bf16,
         tokens: TokenPrecision::Bf16,
     };
+    /// `W` shortlisted in bf16 and decided in f32 (the f32 candidates), and
+    /// an exact f32 rerank: the f32 results at about bf16's scoring cost.
+    pub const BF16_FILTER: Precision = Precision {
+        weights: WeightPrecision::Bf16Filter,
+        tokens: TokenPrecision::F32,
+    };
     /// `W` in int8, scored against f32 features, and an exact f32
     /// rerank.
     pub const INT8_WEIGHTS: Precision = Precision {
@@ -84,6 +99,8 @@ impl Precision {
 #[derive(Debug, Clone)]
 pub(crate) enum ReducedWeights {
     Bf16(Bf16Matrix),
+    /// The bf16 copy of [`WeightPrecision::Bf16Filter`] and its bounds.
+    Bf16Filter(Bf16Matrix, FilterBounds),
     Int8(Int8Matrix),
 }
 
@@ -130,6 +147,13 @@ impl ReducedCopies {
             (Some(ReducedWeights::Int8(all)), Some(ReducedWeights::Int8(rows))) => {
                 all.append(&rows)
             }
+            (
+                Some(ReducedWeights::Bf16Filter(all, bounds)),
+                Some(ReducedWeights::Bf16Filter(rows, added)),
+            ) => {
+                all.append(&rows);
+                bounds.append(&added);
+            }
             _ => {}
         }
         if let (Some(all), Some(tokens)) = (&mut self.tokens, added_copies.tokens) {
@@ -146,6 +170,10 @@ fn reduce_weights(
     match precision {
         WeightPrecision::F32 => None,
         WeightPrecision::Bf16 => Some(ReducedWeights::Bf16(Bf16Matrix::from_f32(weights, width))),
+        WeightPrecision::Bf16Filter => Some(ReducedWeights::Bf16Filter(
+            Bf16Matrix::from_f32(weights, width),
+            FilterBounds::new(weights, width),
+        )),
         WeightPrecision::Int8 | WeightPrecision::Int8Dot => {
             Some(ReducedWeights::Int8(Int8Matrix::from_f32(weights, width)))
         }

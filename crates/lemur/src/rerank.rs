@@ -11,66 +11,10 @@
 
 use lemur_maxsim::bf16::{PackedQueryBf16, maxsim_bf16_before};
 use lemur_maxsim::{MultiVectors, PackedQuery, maxsim_packed_before};
-use lemur_topk::TopK;
 use rayon::prelude::*;
 
 use crate::index::{Hit, Index};
-
-/// Fewest pairs per rerank task: small enough to spread a single query's
-/// 200 candidates over the threads, large enough to amortise a task.
-const MIN_PAIRS_PER_TASK: usize = 16;
-/// Most pairs per rerank task: bounds the imbalance at the end of a batch.
-const MAX_PAIRS_PER_TASK: usize = 1024;
-/// Tasks per thread when a batch is large: enough for rayon to balance.
-const TASKS_PER_THREAD: usize = 16;
-
-/// The pairs of a rerank, sorted by document: `slots[i]` is the pair's
-/// position in the query-major candidate lists, `queries[i]` its query.
-struct PairsByDocument {
-    slots: Vec<u32>,
-    queries: Vec<u32>,
-    docs: Vec<u32>,
-}
-
-impl PairsByDocument {
-    /// Counting sort of every (query, candidate) pair by document (stable,
-    /// so a document's queries stay in query order).
-    fn new<C: AsRef<[u32]>>(candidates: &[C], n_docs: usize) -> Self {
-        let mut starts = vec![0u32; n_docs + 1];
-        for &doc in candidates.iter().flat_map(|list| list.as_ref()) {
-            starts[doc as usize + 1] += 1;
-        }
-        for d in 0..n_docs {
-            starts[d + 1] += starts[d];
-        }
-        let n_pairs = starts[n_docs] as usize;
-        let mut pairs = PairsByDocument {
-            slots: vec![0; n_pairs],
-            queries: vec![0; n_pairs],
-            docs: vec![0; n_pairs],
-        };
-        let mut slot = 0u32;
-        for (q, list) in candidates.iter().enumerate() {
-            for &doc in list.as_ref() {
-                let at = &mut starts[doc as usize];
-                let i = *at as usize;
-                *at += 1;
-                pairs.slots[i] = slot;
-                pairs.queries[i] = q as u32;
-                pairs.docs[i] = doc;
-                slot += 1;
-            }
-        }
-        pairs
-    }
-
-    /// Pairs per parallel task for this many pairs on the current pool.
-    fn task_size(&self) -> usize {
-        let threads = rayon::current_num_threads().max(1);
-        (self.slots.len() / (threads * TASKS_PER_THREAD))
-            .clamp(MIN_PAIRS_PER_TASK, MAX_PAIRS_PER_TASK)
-    }
-}
+use crate::pairs::PairsByDocument;
 
 impl<T: AsRef<[f32]> + Sync> Index<T> {
     /// Stages 4 and 5: exact MaxSim of each query against its candidates,
@@ -105,23 +49,11 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         );
         let pairs = PairsByDocument::new(candidates, self.len());
         let scores = self.score_pairs(queries, &pairs);
-        let mut by_slot = vec![0.0f32; scores.len()];
-        for (&slot, &score) in pairs.slots.iter().zip(&scores) {
-            by_slot[slot as usize] = score;
-        }
-
-        let mut offset = 0;
-        candidates
-            .iter()
-            .map(|list| {
-                let list = list.as_ref();
-                let mut top = TopK::new(k.min(list.len()));
-                for (&doc, &score) in list.iter().zip(&by_slot[offset..offset + list.len()]) {
-                    top.push(doc, score);
-                }
-                offset += list.len();
-                top.into_sorted_vec()
-                    .into_iter()
+        pairs
+            .top_per_list(candidates, &scores, k)
+            .into_iter()
+            .map(|hits| {
+                hits.into_iter()
                     .map(|hit| Hit {
                         doc: hit.id,
                         score: hit.score,

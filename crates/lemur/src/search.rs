@@ -13,6 +13,7 @@ use lemur_topk::TopK;
 use rayon::prelude::*;
 
 use crate::error::SearchError;
+use crate::filter::{Shortlist, rescore};
 use crate::index::{Hit, Index, SearchParams};
 use crate::precision::{ReducedWeights, WeightPrecision};
 
@@ -130,15 +131,8 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         let (h, m) = (self.feature_dim(), self.len());
         assert_eq!(features.len() % h, 0, "features is not [n_queries, h]");
         let n_candidates = n_candidates.min(m);
-        let weights = self.weights.values();
         let mut all = Vec::with_capacity(features.len() / h);
         for batch in features.chunks(QUERY_BLOCK * h) {
-            let n_queries = batch.len() / h;
-            let doc_block = if n_queries < SMALL_BATCH {
-                SMALL_BATCH_DOC_BLOCK
-            } else {
-                DOC_BLOCK
-            };
             // With a reduced copy, `W` is read at a half or a quarter of
             // the bytes (what a few queries are bound by) and the features
             // are prepared once per batch. Every batch size takes the same
@@ -150,7 +144,7 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
                 .and_then(|copies| copies.weights.as_ref());
             let prepared = match reduced {
                 None => Prepared::F32,
-                Some(ReducedWeights::Bf16(rows)) => {
+                Some(ReducedWeights::Bf16(rows) | ReducedWeights::Bf16Filter(rows, _)) => {
                     Prepared::Bf16(Bf16Matrix::from_f32(batch, h).with_tile_layout(), rows)
                 }
                 Some(ReducedWeights::Int8(rows)) => {
@@ -161,64 +155,126 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
                     }
                 }
             };
-            let fresh = || vec![TopK::new(n_candidates); n_queries];
-            // Each fold state starts without a threshold and takes its
-            // first 2k' scores per query unfiltered, then pays a selection
-            // per k' accepted: a few long runs of blocks per thread, not
-            // one state per block, keep that cost (and the merges) small.
-            let n_blocks = m.div_ceil(doc_block);
-            let run = n_blocks.div_ceil(FOLD_RUNS_PER_THREAD * rayon::current_num_threads());
-            let collectors = (0..n_blocks)
+            let Some(ReducedWeights::Bf16Filter(_, bounds)) = reduced else {
+                let tops = self.score_blocks(batch, &prepared, || TopK::new(n_candidates));
+                all.extend(tops.into_iter().map(|top| ids(&top.into_sorted_vec())));
+                continue;
+            };
+            let margins: Vec<f64> = batch.chunks_exact(h).map(|f| bounds.margin(f)).collect();
+            let shortlists = self.score_blocks_each(batch, &prepared, |q| {
+                Shortlist::new(n_candidates, margins[q])
+            });
+            let survivors: Vec<Option<Vec<u32>>> = shortlists
                 .into_par_iter()
-                .with_min_len(run.max(1))
-                .fold(
-                    || (fresh(), Vec::new()),
-                    |(mut tops, mut tile), block| {
-                        let first = block * doc_block;
-                        let n_docs = doc_block.min(m - first);
-                        tile.resize(n_queries * n_docs, 0.0);
-                        match &prepared {
-                            Prepared::F32 => {
-                                let rows = &weights[first * h..(first + n_docs) * h];
-                                matmul_a_bt(&mut tile, batch, rows, n_queries, h, n_docs);
-                            }
-                            Prepared::Bf16(queries, rows) => {
-                                dot_products_bf16(
-                                    self.isa, queries, rows, first, n_docs, &mut tile,
-                                );
-                            }
-                            Prepared::Int8(queries, rows) => {
-                                dot_products_int8(
-                                    self.isa, queries, rows, first, n_docs, &mut tile,
-                                );
-                            }
-                            Prepared::Int8Dot(queries, rows) => {
-                                dot_products_int8_exact(
-                                    self.isa, queries, rows, first, n_docs, &mut tile,
-                                );
-                            }
-                        }
-                        for (top, scores) in tops.iter_mut().zip(tile.chunks_exact(n_docs)) {
-                            top.extend_from_scores(first as u32, scores);
-                        }
-                        (tops, tile)
-                    },
-                )
-                .map(|(tops, _)| tops)
-                .reduce(fresh, |mut left, right| {
-                    for (l, r) in left.iter_mut().zip(&right) {
-                        l.merge(r);
-                    }
-                    left
-                });
-            all.extend(collectors.into_iter().map(|top| {
-                top.into_sorted_vec()
-                    .into_iter()
-                    .map(|hit| hit.id)
+                .map(Shortlist::survivors)
+                .collect();
+            // The survivors are rescored on their f32 rows; a query with
+            // nothing provable is scored on the f32 `W` in full.
+            let (settled, unsettled): (Vec<usize>, Vec<usize>) =
+                (0..survivors.len()).partition(|&q| survivors[q].is_some());
+            let rows_of = |queries: &[usize]| -> Vec<f32> {
+                queries
+                    .iter()
+                    .flat_map(|&q| &batch[q * h..(q + 1) * h])
+                    .copied()
                     .collect()
-            }));
+            };
+            let lists: Vec<Vec<u32>> = survivors.into_iter().flatten().collect();
+            let weights = self.weights.values();
+            let rescored = rescore(&lists, &rows_of(&settled), weights, h, m, n_candidates);
+            let in_full = self.score_blocks(&rows_of(&unsettled), &Prepared::F32, || {
+                TopK::new(n_candidates)
+            });
+            let mut batch_candidates = vec![Vec::new(); settled.len() + unsettled.len()];
+            for (q, candidates) in settled.into_iter().zip(rescored) {
+                batch_candidates[q] = candidates;
+            }
+            for (q, top) in unsettled.into_iter().zip(in_full) {
+                batch_candidates[q] = ids(&top.into_sorted_vec());
+            }
+            all.extend(batch_candidates);
         }
         all
+    }
+
+    /// One collector per query of `batch`, all made by `fresh`, fed with
+    /// the approximate scores of `W` (in the precision `prepared` holds).
+    fn score_blocks<C: Collector>(
+        &self,
+        batch: &[f32],
+        prepared: &Prepared<'_>,
+        fresh: impl Fn() -> C + Sync,
+    ) -> Vec<C> {
+        self.score_blocks_each(batch, prepared, |_| fresh())
+    }
+
+    /// [`Index::score_blocks`] with a collector per query, `fresh(q)` for
+    /// query `q`. `W` is scored in blocks of documents; each thread feeds a
+    /// few long runs of blocks into its own collectors, merged at the end.
+    fn score_blocks_each<C: Collector>(
+        &self,
+        batch: &[f32],
+        prepared: &Prepared<'_>,
+        fresh: impl Fn(usize) -> C + Sync,
+    ) -> Vec<C> {
+        let (h, m) = (self.feature_dim(), self.len());
+        let n_queries = batch.len() / h;
+        if n_queries == 0 {
+            return Vec::new();
+        }
+        let weights = self.weights.values();
+        let doc_block = if n_queries < SMALL_BATCH {
+            SMALL_BATCH_DOC_BLOCK
+        } else {
+            DOC_BLOCK
+        };
+        let fresh = || (0..n_queries).map(&fresh).collect::<Vec<C>>();
+        // Each fold state starts without a threshold and takes its first
+        // 2k' scores per query unfiltered, then pays a selection per k'
+        // accepted: a few long runs of blocks per thread, not one state per
+        // block, keep that cost (and the merges) small.
+        let n_blocks = m.div_ceil(doc_block);
+        let run = n_blocks.div_ceil(FOLD_RUNS_PER_THREAD * rayon::current_num_threads());
+        (0..n_blocks)
+            .into_par_iter()
+            .with_min_len(run.max(1))
+            .fold(
+                || (fresh(), Vec::new()),
+                |(mut collectors, mut tile), block| {
+                    let first = block * doc_block;
+                    let n_docs = doc_block.min(m - first);
+                    tile.resize(n_queries * n_docs, 0.0);
+                    match prepared {
+                        Prepared::F32 => {
+                            let rows = &weights[first * h..(first + n_docs) * h];
+                            matmul_a_bt(&mut tile, batch, rows, n_queries, h, n_docs);
+                        }
+                        Prepared::Bf16(queries, rows) => {
+                            dot_products_bf16(self.isa, queries, rows, first, n_docs, &mut tile);
+                        }
+                        Prepared::Int8(queries, rows) => {
+                            dot_products_int8(self.isa, queries, rows, first, n_docs, &mut tile);
+                        }
+                        Prepared::Int8Dot(queries, rows) => {
+                            dot_products_int8_exact(
+                                self.isa, queries, rows, first, n_docs, &mut tile,
+                            );
+                        }
+                    }
+                    for (collector, scores) in collectors.iter_mut().zip(tile.chunks_exact(n_docs))
+                    {
+                        collector.extend_from_scores(first as u32, scores);
+                    }
+                    (collectors, tile)
+                },
+            )
+            .map(|(collectors, _)| collectors)
+            .reduce(fresh, |mut left, right| {
+                for (l, r) in left.iter_mut().zip(&right) {
+                    l.merge(r);
+                }
+                left
+            })
     }
 
     /// Exact brute-force search: MaxSim of every query against every
@@ -250,6 +306,39 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         }
         hits
     }
+}
+
+/// What the fused scoring feeds a query's scores into.
+trait Collector: Send {
+    /// Offers `scores[i]` with id `first_id + i` for every `i`.
+    fn extend_from_scores(&mut self, first_id: u32, scores: &[f32]);
+    /// Takes in another collector of the same query.
+    fn merge(&mut self, other: &Self);
+}
+
+impl Collector for TopK {
+    fn extend_from_scores(&mut self, first_id: u32, scores: &[f32]) {
+        TopK::extend_from_scores(self, first_id, scores);
+    }
+
+    fn merge(&mut self, other: &Self) {
+        TopK::merge(self, other);
+    }
+}
+
+impl Collector for Shortlist {
+    fn extend_from_scores(&mut self, first_id: u32, scores: &[f32]) {
+        Shortlist::extend_from_scores(self, first_id, scores);
+    }
+
+    fn merge(&mut self, other: &Self) {
+        Shortlist::merge(self, other);
+    }
+}
+
+/// The ids of best-first hits.
+fn ids(hits: &[lemur_topk::Hit]) -> Vec<u32> {
+    hits.iter().map(|hit| hit.id).collect()
 }
 
 /// A query batch prepared for scoring one copy of `W`.

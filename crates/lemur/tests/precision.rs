@@ -126,3 +126,121 @@ fn an_index_scored_with_integer_dot_products_keeps_the_f32_results() {
     let recall = kept_by(Precision::INT8_DOT, 0.0);
     assert!(recall >= 0.998, "{recall}");
 }
+
+#[test]
+fn an_index_shortlisted_in_bf16_keeps_every_f32_candidate() {
+    // The rerank is f32 and the candidates are f32's: the top 10 is the
+    // f32 top 10 with identical scores.
+    let recall = kept_by(Precision::BF16_FILTER, 0.0);
+    assert_eq!(recall, 1.0);
+}
+
+/// An index of small documents whose `W` rows hold `columns[c][j]` in
+/// coordinate `c` and zeros elsewhere (h = 32), and query features (one
+/// per column, `[n_columns, h]`) that score row `j` as `columns[c][j]`
+/// exactly.
+fn index_of_columns(columns: &[&[f32]]) -> (Index, Vec<f32>) {
+    const H: usize = 32;
+    let n_docs = columns[0].len();
+    let spec = CorpusSpec {
+        n_docs,
+        dim: 16,
+        min_tokens: 2,
+        max_tokens: 4,
+        ..CorpusSpec::colbert_10k()
+    };
+    let data = synthetic::corpus(&spec);
+    let mut weights = vec![0.0; n_docs * H];
+    let mut features = vec![0.0; columns.len() * H];
+    for (c, column) in columns.iter().enumerate() {
+        for (row, &value) in weights.chunks_exact_mut(H).zip(*column) {
+            row[c] = value;
+        }
+        features[c * H + c] = 1.0;
+    }
+    let weights = DocWeights::new(weights, n_docs, H).unwrap();
+    let index = Index::new(synthetic::random_features(16, H, 3), weights, data.corpus).unwrap();
+    (index, features)
+}
+
+/// Checks one query's candidates: `f32_ids` in f32 and with the bf16
+/// shortlist, `bf16_ids` (a different list, so the check can fail) with
+/// bf16 scores alone.
+fn check_candidates(index: &Index, features: &[f32], n: usize, f32_ids: &[u32], bf16_ids: &[u32]) {
+    assert_ne!(f32_ids, bf16_ids);
+    assert_eq!(index.candidates(features, n), vec![f32_ids.to_vec()]);
+    let bf16 = index.clone().with_precision(Precision::BF16);
+    assert_eq!(bf16.candidates(features, n), vec![bf16_ids.to_vec()]);
+    let filtered = index.clone().with_precision(Precision::BF16_FILTER);
+    assert_eq!(filtered.candidates(features, n), vec![f32_ids.to_vec()]);
+}
+
+#[test]
+fn the_bf16_shortlist_is_ranked_by_the_f32_scores() {
+    // Rows 490..500 score 10 + k 2^-16: all 10.0 in bf16, so bf16 ranks
+    // them by id; the rest are far below, so the bound settles the
+    // shortlist and the f32 rows decide.
+    let values: Vec<f32> = (0..500)
+        .map(|j| match j {
+            490.. => 10.0 + (j - 490) as f32 * 2f32.powi(-16),
+            _ => j as f32 * 0.01,
+        })
+        .collect();
+    let (index, features) = index_of_columns(&[&values]);
+    let best_f32: Vec<u32> = (495..500).rev().collect();
+    check_candidates(&index, &features, 5, &best_f32, &[490, 491, 492, 493, 494]);
+}
+
+#[test]
+fn a_shortlist_of_bf16_ties_is_ranked_by_the_f32_rows() {
+    // In the first column every row rounds to 1.0 in bf16 (1 + j 2^-20 <
+    // 1 + 2^-8), so bf16 ranks by id and every row is within the margin:
+    // all of them are rescored, and the f32 best are the last rows. The
+    // second column (best rows first, a few apart in bf16) keeps a short
+    // list, in the same batch.
+    let ties: Vec<f32> = (0..500).map(|j| 1.0 + j as f32 * 2f32.powi(-20)).collect();
+    let spread: Vec<f32> = (0..500).map(|j| (499 - j) as f32 * 0.01).collect();
+    let (index, features) = index_of_columns(&[&ties, &spread]);
+    let expected = vec![(490..500).rev().collect::<Vec<u32>>(), (0..10).collect()];
+    assert_eq!(index.candidates(&features, 10), expected);
+    let bf16 = index.clone().with_precision(Precision::BF16);
+    assert_eq!(
+        bf16.candidates(&features[..32], 10),
+        vec![(0..10).collect::<Vec<u32>>()]
+    );
+    let filtered = index.with_precision(Precision::BF16_FILTER);
+    assert_eq!(filtered.candidates(&features, 10), expected);
+    assert_eq!(filtered.candidates(&features[..32], 10), expected[..1]);
+    assert_eq!(filtered.candidates(&features[32..], 10), expected[1..]);
+}
+
+#[test]
+fn values_that_overflow_bf16_are_scored_in_f32() {
+    // Rows 0..10 are within 0.1% of f32::MAX, infinite in bf16: bf16 ranks
+    // them by id, no margin covers them, and the query is scored on the
+    // f32 `W` in full (largest value last).
+    let values: Vec<f32> = (0..300)
+        .map(|j| match j {
+            0..10 => f32::MAX * (1.0 - (9 - j) as f32 * 1e-4),
+            _ => j as f32,
+        })
+        .collect();
+    let (index, features) = index_of_columns(&[&values]);
+    check_candidates(&index, &features, 5, &[9, 8, 7, 6, 5], &[0, 1, 2, 3, 4]);
+}
+
+#[test]
+fn a_row_that_rounds_below_the_bf16_best_can_still_win_in_f32() {
+    // Features [1, 1, 0, ...]. Row 7 is [1 + 2^-8 - 2^-16, 0]: 1.00389 in
+    // f32, 1.0 in bf16. Row 3 is [0.5, 0.5 + 2^-9 + 2^-16]: 1.00197 in
+    // f32, 1 + 2^-8 in bf16 (its second value rounds up). bf16 ranks row 3
+    // first; only a margin for the rounding brings row 7 back.
+    let mut first = vec![-1.0f32; 200];
+    let mut second = vec![0.0f32; 200];
+    first[7] = 1.0 + 2f32.powi(-8) - 2f32.powi(-16);
+    (first[3], second[3]) = (0.5, 0.5 + 2f32.powi(-9) + 2f32.powi(-16));
+    let (index, mut features) = index_of_columns(&[&first, &second]);
+    features.truncate(32);
+    features[1] = 1.0;
+    check_candidates(&index, &features, 1, &[7], &[3]);
+}

@@ -1,0 +1,242 @@
+//! The f32 candidates at the bytes of bf16 ([`WeightPrecision::Bf16Filter`]).
+//!
+//! A bf16 pass over `W` scores every document approximately and keeps a
+//! shortlist; an error bound on those scores says which documents could
+//! still be among the `k'` best by their f32 score, and only those rows of
+//! the f32 `W` are read again. For one query that is the bf16 `W` (half of
+//! f32's bytes) plus a few hundred f32 rows, and the candidates are the
+//! ones scoring all of `W` in f32 gives (up to f32 rounding, which
+//! separates two scores by far less than the bound).
+//!
+//! The bound. For query features `f`, their bf16 rounding `f~ = f - e` and
+//! a row `w` of `W` with its rounding `w~ = w - d`:
+//!
+//! `f.w - f~.w~ = f.d + e.w~`, so `|f.w - f~.w~| <= |f| |d| + |e| |w~|`
+//! (Cauchy-Schwarz). Both computed scores are sums of `h` products in some
+//! order (faer for f32, AMX or `vdpbf16ps` for bf16), each within
+//! `gamma_h = h u / (1 - h u)` of its exact value times the product of the
+//! norms; `u = 2^-23` covers any rounding mode, not only round to nearest.
+//! The bf16 instructions flush denormals, at most `2^-126` per product and
+//! per addition. The row norms enter as their maxima over `W`, so one
+//! margin `b` per query bounds `|s32 - s16|` for every row.
+//!
+//! The rule. Let `t` be the `k'`-th best bf16 score. Every document of the
+//! true top `k'` (by f32 score) has a bf16 score of at least `t - 2b`: the
+//! `k'` documents at or above `t` have f32 scores of at least `t - b`,
+//! and a document below `t - 2b` has an f32 score below that. The
+//! [`Shortlist`] keeps every document above `t - 2b` as the scores stream
+//! by; a query whose margin is not finite (values that overflow bf16) is
+//! scored on the f32 `W` in full.
+//!
+//! [`WeightPrecision::Bf16Filter`]: crate::WeightPrecision::Bf16Filter
+
+use lemur_maxsim::bf16::{from_bf16, to_bf16};
+use lemur_mlp::simd;
+use lemur_topk::{Hit, TopK};
+use rayon::prelude::*;
+
+use crate::pairs::PairsByDocument;
+
+/// f32's rounding unit, doubled so that directed rounding is covered too.
+const UNIT: f64 = f32::EPSILON as f64;
+/// The largest error one flushed denormal product or sum can add.
+const FLUSHED: f64 = f32::MIN_POSITIVE as f64;
+/// Feature bytes of the queries rescored together: a part of L2.
+const RESCORE_FEATURE_BYTES: usize = 1 << 20;
+/// Slack for the f64 norms themselves (relative).
+const NORM_SLACK: f64 = 1e-9;
+
+/// The row norms the margin needs, as maxima over `W`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FilterBounds {
+    /// `max |w - w~|`: the rounding residual of a row.
+    residual: f64,
+    /// `max |w~|`.
+    rounded: f64,
+    /// `max |w|`.
+    exact: f64,
+    /// The row width `h`.
+    width: usize,
+}
+
+impl FilterBounds {
+    /// The maxima over the rows of a row-major `[n, width]` `weights`.
+    pub(crate) fn new(weights: &[f32], width: usize) -> Self {
+        let mut bounds = FilterBounds {
+            residual: 0.0,
+            rounded: 0.0,
+            exact: 0.0,
+            width,
+        };
+        for row in weights.chunks_exact(width) {
+            let norms = Norms::of(row);
+            bounds.residual = bounds.residual.max(norms.residual);
+            bounds.rounded = bounds.rounded.max(norms.rounded);
+            bounds.exact = bounds.exact.max(norms.exact);
+        }
+        bounds
+    }
+
+    /// Widens the maxima to cover appended rows as well.
+    pub(crate) fn append(&mut self, added: &FilterBounds) {
+        self.residual = self.residual.max(added.residual);
+        self.rounded = self.rounded.max(added.rounded);
+        self.exact = self.exact.max(added.exact);
+    }
+
+    /// `b`: a bound on `|s32 - s16|` for `features` against any row.
+    pub(crate) fn margin(&self, features: &[f32]) -> f64 {
+        let query = Norms::of(features);
+        let h = self.width as f64;
+        let gamma = h * UNIT / (1.0 - h * UNIT);
+        let rounding = query.exact * self.residual + query.residual * self.rounded;
+        let summation = gamma * (query.rounded * self.rounded + query.exact * self.exact);
+        // One flushed denormal per product and per addition of the bf16
+        // sum, each at most the smallest normal f32.
+        let flushed = 2.0 * h * FLUSHED;
+        (rounding + summation) * (1.0 + NORM_SLACK) + flushed
+    }
+}
+
+/// A vector's f64 norms: exact, rounded to bf16, and of the residual.
+struct Norms {
+    exact: f64,
+    rounded: f64,
+    residual: f64,
+}
+
+impl Norms {
+    fn of(values: &[f32]) -> Self {
+        let (mut exact, mut rounded, mut residual) = (0.0f64, 0.0f64, 0.0f64);
+        for &v in values {
+            let r = f64::from(from_bf16(to_bf16(v)));
+            let v = f64::from(v);
+            exact += v * v;
+            rounded += r * r;
+            residual += (v - r) * (v - r);
+        }
+        Norms {
+            exact: exact.sqrt(),
+            rounded: rounded.sqrt(),
+            residual: residual.sqrt(),
+        }
+    }
+}
+
+/// A query's bf16 scores as they stream by: the `n_candidates` best, and
+/// every document within twice the margin of the running `k'`-th best
+/// (which only rises, so nothing that ends within the margin of the final
+/// one is dropped on the way).
+#[derive(Debug, Clone)]
+pub(crate) struct Shortlist {
+    top: TopK,
+    /// `2 b`.
+    width: f64,
+    kept: Vec<Hit>,
+}
+
+impl Shortlist {
+    /// An empty shortlist for a query with margin `b`.
+    pub(crate) fn new(n_candidates: usize, margin: f64) -> Self {
+        Shortlist {
+            top: TopK::new(n_candidates),
+            width: 2.0 * margin,
+            kept: Vec::new(),
+        }
+    }
+
+    /// Offers `scores[i]` with id `first_id + i` for every `i`.
+    pub(crate) fn extend_from_scores(&mut self, first_id: u32, scores: &[f32]) {
+        self.top.extend_from_scores(first_id, scores);
+        let floor = self.floor();
+        let near = scores
+            .iter()
+            .enumerate()
+            .filter(|&(_, &s)| f64::from(s) >= floor);
+        self.kept.extend(near.map(|(i, &score)| Hit {
+            id: first_id + i as u32,
+            score,
+        }));
+        // Drop what the risen threshold has left behind, now and then.
+        if self.kept.len() > 4 * self.top.k().max(64) {
+            let floor = self.floor();
+            self.kept.retain(|hit| f64::from(hit.score) >= floor);
+        }
+    }
+
+    /// Takes in a shortlist of other documents of the same query.
+    pub(crate) fn merge(&mut self, other: &Shortlist) {
+        self.top.merge(&other.top);
+        self.kept.extend_from_slice(&other.kept);
+    }
+
+    /// Scores below this can never come within the margin.
+    fn floor(&self) -> f64 {
+        self.top
+            .threshold()
+            .map_or(f64::NEG_INFINITY, |t| f64::from(t) - self.width)
+    }
+
+    /// The documents that can be among the `n_candidates` best by f32
+    /// score, or `None` when nothing is provable (NaN scores, an infinite
+    /// margin).
+    pub(crate) fn survivors(self) -> Option<Vec<u32>> {
+        let best = self.top.into_sorted_vec();
+        let Some(kth) = best.last() else {
+            return Some(Vec::new());
+        };
+        let floor = f64::from(kth.score) - self.width;
+        if !floor.is_finite() {
+            return None;
+        }
+        let near = self
+            .kept
+            .into_iter()
+            .filter(|hit| f64::from(hit.score) >= floor);
+        Some(near.map(|hit| hit.id).collect())
+    }
+}
+
+/// The `n_candidates` best of each query's `survivors` by f32 score
+/// (its `width` features against rows of `weights`), best first. Queries go in blocks whose
+/// features stay in L2 while the block's (query, document) pairs are
+/// scored in document order, so each `W` row is read once per block
+/// rather than once per query that kept it.
+pub(crate) fn rescore(
+    survivors: &[Vec<u32>],
+    features: &[f32],
+    weights: &[f32],
+    width: usize,
+    n_docs: usize,
+    n_candidates: usize,
+) -> Vec<Vec<u32>> {
+    let block = (RESCORE_FEATURE_BYTES / (width * size_of::<f32>())).max(1);
+    let mut candidates = Vec::with_capacity(survivors.len());
+    for (lists, block_features) in survivors.chunks(block).zip(features.chunks(block * width)) {
+        let pairs = PairsByDocument::new(lists, n_docs);
+        let task = pairs.task_size();
+        let mut scores = vec![0.0f32; pairs.docs.len()];
+        scores
+            .par_chunks_mut(task)
+            .zip(pairs.queries.par_chunks(task))
+            .zip(pairs.docs.par_chunks(task))
+            .for_each(|((out, queries), docs)| {
+                simd::dispatch(
+                    #[inline(always)]
+                    || {
+                        for ((score, &q), &doc) in out.iter_mut().zip(queries).zip(docs) {
+                            let f = &block_features[q as usize * width..][..width];
+                            let row = &weights[doc as usize * width..][..width];
+                            *score = simd::dot(f, row);
+                        }
+                    },
+                )
+            });
+        let tops = pairs.top_per_list(lists, &scores, n_candidates);
+        candidates.extend(
+            tops.iter()
+                .map(|hits| hits.iter().map(|hit| hit.id).collect()),
+        );
+    }
+    candidates
+}
