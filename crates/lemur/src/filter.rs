@@ -25,8 +25,8 @@
 //! `k'` documents at or above `t` have f32 scores of at least `t - b`,
 //! and a document below `t - 2b` has an f32 score below that. The
 //! [`Shortlist`] keeps every document above `t - 2b` as the scores stream
-//! by; a query whose margin is not finite (values that overflow bf16) is
-//! scored on the f32 `W` in full.
+//! by. A query whose margin is not finite (values that overflow bf16), or
+//! with survivors past an eighth of `W`, is scored on the f32 `W` in full.
 //!
 //! [`WeightPrecision::Bf16Filter`]: crate::WeightPrecision::Bf16Filter
 
@@ -43,6 +43,10 @@ const UNIT: f64 = f32::EPSILON as f64;
 const FLUSHED: f64 = f32::MIN_POSITIVE as f64;
 /// Feature bytes of the queries rescored together: a part of L2.
 const RESCORE_FEATURE_BYTES: usize = 1 << 20;
+/// Past `n_docs / RESCORE_SHARE` survivors (and `4 k'`) a query is scored
+/// on all of the f32 `W` instead: a GEMM does about eight times the dot
+/// products per second that the rescoring of scattered rows does.
+const RESCORE_SHARE: usize = 8;
 /// Slack for the f64 norms themselves (relative).
 const NORM_SLACK: f64 = 1e-9;
 
@@ -179,8 +183,10 @@ impl Shortlist {
 
     /// The documents that can be among the `n_candidates` best by f32
     /// score, or `None` when nothing is provable (NaN scores, an infinite
-    /// margin).
-    pub(crate) fn survivors(self) -> Option<Vec<u32>> {
+    /// margin) or when so many survive that scoring all of `W` (`n_docs`
+    /// rows) in f32 costs less than rescoring them.
+    pub(crate) fn survivors(self, n_docs: usize) -> Option<Vec<u32>> {
+        let most = (n_docs / RESCORE_SHARE).max(4 * self.top.k());
         let best = self.top.into_sorted_vec();
         let Some(kth) = best.last() else {
             return Some(Vec::new());
@@ -193,7 +199,8 @@ impl Shortlist {
             .kept
             .into_iter()
             .filter(|hit| f64::from(hit.score) >= floor);
-        Some(near.map(|hit| hit.id).collect())
+        let survivors: Vec<u32> = near.map(|hit| hit.id).collect();
+        (survivors.len() <= most).then_some(survivors)
     }
 }
 
@@ -239,4 +246,80 @@ pub(crate) fn rescore(
         );
     }
     candidates
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Streamed in blocks and merged, a shortlist keeps exactly the
+        /// documents within `2b` of the final `k'`-th best score.
+        #[test]
+        fn survivors_are_the_documents_near_the_kth_best(
+            scores in prop::collection::vec(-500i32..500, 1..400),
+            k in 1usize..30,
+            margin in 0u32..40,
+            block in 1usize..64,
+            split in 0usize..400,
+        ) {
+            let scores: Vec<f32> = scores.into_iter().map(|v| v as f32 / 4.0).collect();
+            let margin = f64::from(margin) / 8.0;
+            let split = split.min(scores.len()).div_ceil(block) * block;
+            let split = split.min(scores.len());
+            let mut left = Shortlist::new(k, margin);
+            let mut right = Shortlist::new(k, margin);
+            for (i, chunk) in scores.chunks(block).enumerate() {
+                let first = i * block;
+                let side = if first < split { &mut left } else { &mut right };
+                side.extend_from_scores(first as u32, chunk);
+            }
+            left.merge(&right);
+            let mut sorted = scores.clone();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            let kth = sorted[k.min(sorted.len()) - 1];
+            let mut want: Vec<u32> = (0..scores.len() as u32)
+                .filter(|&j| f64::from(scores[j as usize]) >= f64::from(kth) - 2.0 * margin)
+                .collect();
+            match left.survivors(usize::MAX) {
+                Some(mut got) => {
+                    got.sort_unstable();
+                    want.sort_unstable();
+                    prop_assert_eq!(got, want);
+                }
+                None => prop_assert!(false, "finite scores are always settled"),
+            }
+        }
+    }
+
+    #[test]
+    fn too_many_survivors_go_to_the_f32_product() {
+        let mut shortlist = Shortlist::new(2, 1.0);
+        shortlist.extend_from_scores(0, &[5.0; 100]);
+        assert_eq!(
+            shortlist
+                .clone()
+                .survivors(100 * RESCORE_SHARE)
+                .map(|s| s.len()),
+            Some(100)
+        );
+        assert_eq!(shortlist.survivors(99 * RESCORE_SHARE), None);
+    }
+
+    #[test]
+    fn the_margin_covers_the_rounding_of_both_sides() {
+        // One row [1 + 2^-8 - 2^-16] against features [1 + 2^-9]: both
+        // round to 1.0 in bf16, so the bf16 score is 1.0 and the f32 one
+        // 1.0059; the margin must be at least their difference.
+        let row = [1.0 + 2f32.powi(-8) - 2f32.powi(-16)];
+        let features = [1.0 + 2f32.powi(-9)];
+        let bounds = FilterBounds::new(&row, 1);
+        let exact = f64::from(row[0]) * f64::from(features[0]);
+        assert!(bounds.margin(&features) >= exact - 1.0);
+        assert!(bounds.margin(&features) < 2.0 * (exact - 1.0) + 1e-3);
+    }
 }

@@ -166,10 +166,11 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             });
             let survivors: Vec<Option<Vec<u32>>> = shortlists
                 .into_par_iter()
-                .map(Shortlist::survivors)
+                .map(|shortlist| shortlist.survivors(m))
                 .collect();
             // The survivors are rescored on their f32 rows; a query with
-            // nothing provable is scored on the f32 `W` in full.
+            // nothing provable, or too many survivors, is scored on the f32
+            // `W` in full.
             let (settled, unsettled): (Vec<usize>, Vec<usize>) =
                 (0..survivors.len()).partition(|&q| survivors[q].is_some());
             let rows_of = |queries: &[usize]| -> Vec<f32> {

@@ -195,9 +195,10 @@ fn the_bf16_shortlist_is_ranked_by_the_f32_scores() {
 fn a_shortlist_of_bf16_ties_is_ranked_by_the_f32_rows() {
     // In the first column every row rounds to 1.0 in bf16 (1 + j 2^-20 <
     // 1 + 2^-8), so bf16 ranks by id and every row is within the margin:
-    // all of them are rescored, and the f32 best are the last rows. The
-    // second column (best rows first, a few apart in bf16) keeps a short
-    // list, in the same batch.
+    // that query is scored on all of the f32 `W` (cheaper than rescoring
+    // every row), whose best are the last rows. The second column (best
+    // rows first, a few apart in bf16) keeps a short list of survivors, in
+    // the same batch.
     let ties: Vec<f32> = (0..500).map(|j| 1.0 + j as f32 * 2f32.powi(-20)).collect();
     let spread: Vec<f32> = (0..500).map(|j| (499 - j) as f32 * 0.01).collect();
     let (index, features) = index_of_columns(&[&ties, &spread]);
