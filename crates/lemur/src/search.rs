@@ -13,7 +13,7 @@ use lemur_topk::TopK;
 use rayon::prelude::*;
 
 use crate::error::SearchError;
-use crate::filter::{Shortlist, rescore};
+use crate::filter::{FilterBounds, Shortlist, rescore};
 use crate::index::{Hit, Index, SearchParams};
 use crate::precision::{ReducedWeights, WeightPrecision};
 
@@ -160,42 +160,56 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
                 all.extend(tops.into_iter().map(|top| ids(&top.into_sorted_vec())));
                 continue;
             };
-            let margins: Vec<f64> = batch.chunks_exact(h).map(|f| bounds.margin(f)).collect();
-            let shortlists = self.score_blocks_each(batch, &prepared, |q| {
-                Shortlist::new(n_candidates, margins[q])
-            });
-            let survivors: Vec<Option<Vec<u32>>> = shortlists
-                .into_par_iter()
-                .map(|shortlist| shortlist.survivors(m))
-                .collect();
-            // The survivors are rescored on their f32 rows; a query with
-            // nothing provable, or too many survivors, is scored on the f32
-            // `W` in full.
-            let (settled, unsettled): (Vec<usize>, Vec<usize>) =
-                (0..survivors.len()).partition(|&q| survivors[q].is_some());
-            let rows_of = |queries: &[usize]| -> Vec<f32> {
-                queries
-                    .iter()
-                    .flat_map(|&q| &batch[q * h..(q + 1) * h])
-                    .copied()
-                    .collect()
-            };
-            let lists: Vec<Vec<u32>> = survivors.into_iter().flatten().collect();
-            let weights = self.weights.values();
-            let rescored = rescore(&lists, &rows_of(&settled), weights, h, m, n_candidates);
-            let in_full = self.score_blocks(&rows_of(&unsettled), &Prepared::F32, || {
-                TopK::new(n_candidates)
-            });
-            let mut batch_candidates = vec![Vec::new(); settled.len() + unsettled.len()];
-            for (q, candidates) in settled.into_iter().zip(rescored) {
-                batch_candidates[q] = candidates;
-            }
-            for (q, top) in unsettled.into_iter().zip(in_full) {
-                batch_candidates[q] = ids(&top.into_sorted_vec());
-            }
-            all.extend(batch_candidates);
+            all.extend(self.filtered_candidates(batch, &prepared, bounds, n_candidates));
         }
         all
+    }
+
+    /// The candidates of `batch` under [`WeightPrecision::Bf16Filter`]:
+    /// bf16 shortlists under each query's proven margin (`filter.rs`),
+    /// rescored on the f32 rows of their survivors.
+    fn filtered_candidates(
+        &self,
+        batch: &[f32],
+        prepared: &Prepared<'_>,
+        bounds: &FilterBounds,
+        n_candidates: usize,
+    ) -> Vec<Vec<u32>> {
+        let (h, m) = (self.feature_dim(), self.len());
+        let margins: Vec<f64> = batch.chunks_exact(h).map(|f| bounds.margin(f)).collect();
+        let shortlists = self.score_blocks_each(batch, prepared, |q| {
+            Shortlist::new(n_candidates, margins[q])
+        });
+        let survivors: Vec<Option<Vec<u32>>> = shortlists
+            .into_par_iter()
+            .map(|shortlist| shortlist.survivors(m))
+            .collect();
+        // The survivors are rescored on their f32 rows; a query with
+        // nothing provable, or too many survivors, is scored on the f32
+        // `W` in full.
+        let (settled, unsettled): (Vec<usize>, Vec<usize>) =
+            (0..survivors.len()).partition(|&q| survivors[q].is_some());
+        let rows_of = |queries: &[usize]| -> Vec<f32> {
+            queries
+                .iter()
+                .flat_map(|&q| &batch[q * h..(q + 1) * h])
+                .copied()
+                .collect()
+        };
+        let lists: Vec<Vec<u32>> = survivors.into_iter().flatten().collect();
+        let weights = self.weights.values();
+        let rescored = rescore(&lists, &rows_of(&settled), weights, h, m, n_candidates);
+        let in_full = self.score_blocks(&rows_of(&unsettled), &Prepared::F32, || {
+            TopK::new(n_candidates)
+        });
+        let mut batch_candidates = vec![Vec::new(); settled.len() + unsettled.len()];
+        for (q, candidates) in settled.into_iter().zip(rescored) {
+            batch_candidates[q] = candidates;
+        }
+        for (q, top) in unsettled.into_iter().zip(in_full) {
+            batch_candidates[q] = ids(&top.into_sorted_vec());
+        }
+        batch_candidates
     }
 
     /// One collector per query of `batch`, all made by `fresh`, fed with
