@@ -204,11 +204,11 @@ impl Shortlist {
     }
 }
 
-/// The `n_candidates` best of each query's `survivors` by f32 score
-/// (its `width` features against rows of `weights`), best first. Queries go in blocks whose
-/// features stay in L2 while the block's (query, document) pairs are
-/// scored in document order, so each `W` row is read once per block
-/// rather than once per query that kept it.
+/// The `n_candidates` best of each query's `survivors` by f32 score (its
+/// `width` features against rows of `weights`), best first. Queries go in
+/// blocks whose features stay in L2 while the block's (query, document)
+/// pairs are scored in document order, so each `W` row is read once per
+/// block rather than once per query that kept it.
 pub(crate) fn rescore(
     survivors: &[Vec<u32>],
     features: &[f32],
@@ -216,7 +216,7 @@ pub(crate) fn rescore(
     width: usize,
     n_docs: usize,
     n_candidates: usize,
-) -> Vec<Vec<u32>> {
+) -> Vec<Vec<Hit>> {
     let block = (RESCORE_FEATURE_BYTES / (width * size_of::<f32>())).max(1);
     let mut candidates = Vec::with_capacity(survivors.len());
     for (lists, block_features) in survivors.chunks(block).zip(features.chunks(block * width)) {
@@ -239,11 +239,7 @@ pub(crate) fn rescore(
                     },
                 )
             });
-        let tops = pairs.top_per_list(lists, &scores, n_candidates);
-        candidates.extend(
-            tops.iter()
-                .map(|hits| hits.iter().map(|hit| hit.id).collect()),
-        );
+        candidates.extend(pairs.top_per_list(lists, &scores, n_candidates));
     }
     candidates
 }

@@ -32,8 +32,8 @@ pub enum WeightPrecision {
     /// those rows of the f32 `W` score them again. The candidates are the
     /// f32 ones (up to f32 rounding) at about the bytes of bf16 per query;
     /// the f32 `W` stays resident beside the copy (1.5x the memory of
-    /// `W`). A query whose shortlist the bound cannot settle is scored on
-    /// the f32 `W` in full.
+    /// `W`). A query whose margin is not finite, or whose survivors pass
+    /// an eighth of `W`, is scored on the f32 `W` in full.
     Bf16Filter,
     /// The same int8 copy, scored against query features quantised to
     /// int8 as well (one scale per query): exact integer dot products,

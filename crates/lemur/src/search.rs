@@ -186,26 +186,25 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             .collect();
         // The survivors are rescored on their f32 rows; a query with
         // nothing provable, or too many survivors, is scored on the f32
-        // `W` in full.
-        let (settled, unsettled): (Vec<usize>, Vec<usize>) =
-            (0..survivors.len()).partition(|&q| survivors[q].is_some());
-        let rows_of = |queries: &[usize]| -> Vec<f32> {
-            queries
-                .iter()
-                .flat_map(|&q| &batch[q * h..(q + 1) * h])
-                .copied()
-                .collect()
-        };
-        let lists: Vec<Vec<u32>> = survivors.into_iter().flatten().collect();
+        // `W` in full (its empty survivor list rescores to nothing).
+        let unsettled: Vec<usize> = (0..survivors.len())
+            .filter(|&q| survivors[q].is_none())
+            .collect();
+        let lists: Vec<Vec<u32>> = survivors
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect();
         let weights = self.weights.values();
-        let rescored = rescore(&lists, &rows_of(&settled), weights, h, m, n_candidates);
-        let in_full = self.score_blocks(&rows_of(&unsettled), &Prepared::F32, || {
+        let rescored = rescore(&lists, batch, weights, h, m, n_candidates);
+        let mut batch_candidates: Vec<Vec<u32>> = rescored.iter().map(|hits| ids(hits)).collect();
+        let unsettled_features: Vec<f32> = unsettled
+            .iter()
+            .flat_map(|&q| &batch[q * h..(q + 1) * h])
+            .copied()
+            .collect();
+        let in_full = self.score_blocks(&unsettled_features, &Prepared::F32, || {
             TopK::new(n_candidates)
         });
-        let mut batch_candidates = vec![Vec::new(); settled.len() + unsettled.len()];
-        for (q, candidates) in settled.into_iter().zip(rescored) {
-            batch_candidates[q] = candidates;
-        }
         for (q, top) in unsettled.into_iter().zip(in_full) {
             batch_candidates[q] = ids(&top.into_sorted_vec());
         }
