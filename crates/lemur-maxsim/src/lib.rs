@@ -43,9 +43,9 @@ mod kernel;
 mod level;
 mod multivec;
 pub mod naive;
-mod paired;
 mod prefetch;
 mod rerank;
+mod spread;
 
 pub use kernel::PackedQuery;
 pub use lemur_topk::Hit;
