@@ -7,7 +7,10 @@
 //! 50..=150 tokens from memory, so short queries meet the memory bandwidth
 //! (a query of q tokens does q / 2 FLOP per byte of document); `cliff_l2/`
 //! scores the first documents that fit in 512 KiB, which stay in the L2
-//! cache, so it measures the kernel alone.
+//! cache, so it measures the kernel alone. `cliff_memory/read` reads a
+//! buffer the size of the d = 128 documents once, in vector chains: the
+//! bandwidth one thread gets, so the streamed rows can be read against
+//! their roofline of `q / 2` FLOP per byte times that bandwidth.
 
 use std::time::Duration;
 
@@ -74,7 +77,18 @@ fn shape(c: &mut Criterion, dim: usize, q: usize) {
     group.finish();
 }
 
+/// One thread's streaming read bandwidth over as many bytes as the d = 128
+/// streamed documents (2,000 of 100 tokens on average).
+fn read_bandwidth(c: &mut Criterion) {
+    let values: Vec<f32> = (0..N_DOCS * 100 * 128).map(|i| (i % 7) as f32).collect();
+    let mut group = c.benchmark_group("cliff_memory");
+    group.throughput(Throughput::Bytes((values.len() * size_of::<f32>()) as u64));
+    group.bench_function("read", |b| b.iter(|| lemur_bench::stream_read(&values)));
+    group.finish();
+}
+
 fn cliff(c: &mut Criterion) {
+    read_bandwidth(c);
     for dim in [48, 64, 96, 128, 256] {
         for q in [8, 16, 32, 64] {
             shape(c, dim, q);

@@ -97,3 +97,39 @@ pub fn fma_peak(iterations: usize) -> (f32, usize) {
     }
     (arch.dispatch(FmaPeak { iterations }), arch.dispatch(Lanes))
 }
+
+/// A streaming read: the sum of `values` in eight independent vector
+/// chains, so loads, not add latency, set the pace. Its bytes per second
+/// is the memory bandwidth one thread gets, the roofline of a MaxSim
+/// kernel whose documents come from memory (a query of `q` tokens does
+/// `q / 2` FLOP per byte of f32 document).
+struct StreamRead<'a> {
+    values: &'a [f32],
+}
+
+impl pulp::WithSimd for StreamRead<'_> {
+    type Output = f32;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) -> f32 {
+        let (vectors, tail) = S::as_simd_f32s(self.values);
+        let mut acc = [simd.splat_f32s(0.0); 8];
+        let (blocks, rest) = vectors.as_chunks::<8>();
+        for block in blocks {
+            for (chain, &vector) in acc.iter_mut().zip(block) {
+                *chain = simd.add_f32s(*chain, vector);
+            }
+        }
+        let mut total = simd.splat_f32s(0.0);
+        for &vector in acc.iter().chain(rest) {
+            total = simd.add_f32s(total, vector);
+        }
+        simd.reduce_sum_f32s(total) + tail.iter().sum::<f32>()
+    }
+}
+
+/// Reads every value of `values` once at the best SIMD level (see
+/// [`StreamRead`]); returns their sum so the reads are not optimised away.
+pub fn stream_read(values: &[f32]) -> f32 {
+    pulp::Arch::new().dispatch(StreamRead { values })
+}

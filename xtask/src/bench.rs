@@ -15,6 +15,8 @@ struct Row {
     min_s: f64,
     max_s: f64,
     elements: Option<f64>,
+    /// Bytes per iteration, for rows that measure a bandwidth.
+    bytes: Option<f64>,
     written: std::time::SystemTime,
 }
 
@@ -37,22 +39,26 @@ pub(crate) fn bench(filter: Option<&str>) -> Result<()> {
     println!("| benchmark | median | min | max | throughput (median) |");
     println!("|---|---|---|---|---|");
     for row in &rows {
-        let throughput = match row.elements {
-            Some(n)
-                if row.name.starts_with("rerank/")
-                    || row.name.starts_with("peak/")
-                    || row.name.starts_with("cliff") =>
-            {
-                format!("{:.1} GFLOP/s", n / row.median_s / 1e9)
+        let throughput = if let Some(bytes) = row.bytes {
+            format!("{:.1} GB/s", bytes / row.median_s / 1e9)
+        } else {
+            match row.elements {
+                Some(n)
+                    if row.name.starts_with("rerank/")
+                        || row.name.starts_with("peak/")
+                        || row.name.starts_with("cliff") =>
+                {
+                    format!("{:.1} GFLOP/s", n / row.median_s / 1e9)
+                }
+                Some(n) if row.name.starts_with("text_encode/") => {
+                    format!("{:.0} sentences/s", n / row.median_s)
+                }
+                Some(n) if row.name.starts_with("text_long/") => {
+                    format!("{:.0} tokens/s", n / row.median_s)
+                }
+                Some(n) => format!("{:.0} queries/s", n / row.median_s),
+                None => String::new(),
             }
-            Some(n) if row.name.starts_with("text_encode/") => {
-                format!("{:.0} sentences/s", n / row.median_s)
-            }
-            Some(n) if row.name.starts_with("text_long/") => {
-                format!("{:.0} tokens/s", n / row.median_s)
-            }
-            Some(n) => format!("{:.0} queries/s", n / row.median_s),
-            None => String::new(),
         };
         println!(
             "| {} | {} | {} | {} | {throughput} |",
@@ -148,6 +154,7 @@ fn read_row(new: &Path) -> Result<Row> {
     let min_ns = per_iter.iter().copied().fold(f64::INFINITY, f64::min);
     let max_ns = per_iter.iter().copied().fold(0.0, f64::max);
     let elements = benchmark["throughput"]["Elements"].as_f64();
+    let bytes = benchmark["throughput"]["Bytes"].as_f64();
     let written = std::fs::metadata(new.join("estimates.json"))?.modified()?;
     Ok(Row {
         name,
@@ -155,6 +162,7 @@ fn read_row(new: &Path) -> Result<Row> {
         min_s: min_ns / 1e9,
         max_s: max_ns / 1e9,
         elements,
+        bytes,
         written,
     })
 }
