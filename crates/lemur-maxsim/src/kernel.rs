@@ -33,10 +33,8 @@
 
 use pulp::{Simd, WithSimd};
 
-use core::slice::Chunks;
-
 use crate::aligned::Aligned;
-use crate::prefetch::{LINE_BYTES, prefetch, prefetch_to_l2};
+use crate::prefetch::Stream;
 use crate::spread;
 
 /// Query tokens are padded to a multiple of this many lanes: the widest
@@ -292,8 +290,7 @@ fn query_block<S: Simd, E: DocValues, N, const G: usize, const R: usize, const T
     } = *scan;
     // Only the first pass over the document loads it from memory; later
     // query blocks find it in the cache.
-    let mut next_lines =
-        if g0 == 0 { next } else { &[] }.chunks(LINE_BYTES / size_of::<N>().max(1));
+    let mut next_lines = Stream::new(if g0 == 0 { next } else { &[] });
     let next = &mut next_lines;
     let dim = query.dim;
     let mut best = [simd.splat_f32s(f32::NEG_INFINITY); G];
@@ -381,7 +378,7 @@ fn scan_tokens<
     simd: S,
     block: &Tokens<'_, S>,
     doc: &[E],
-    next: &mut Chunks<'_, N>,
+    next: &mut Stream<'_, N>,
     best: &mut [S::f32s; G],
 ) {
     let per_token = block.dim::<D>().div_ceil(E::VALUES);
@@ -418,7 +415,7 @@ fn token_block<S: Simd, E: DocValues, N, const G: usize, const R: usize, const D
     block: &Tokens<'_, S>,
     tokens: &[E],
     ahead: &[E],
-    next: &mut Chunks<'_, N>,
+    next: &mut Stream<'_, N>,
     best: &mut [S::f32s; G],
 ) {
     let Tokens {
@@ -436,15 +433,11 @@ fn token_block<S: Simd, E: DocValues, N, const G: usize, const R: usize, const D
         *row.first_chunk::<G>()
             .expect("every transposed row holds the block's vectors")
     });
-    let mut ahead_lines = ahead.chunks(LINE_BYTES / size_of::<E>());
+    let mut ahead = Stream::new(ahead);
     let mut acc = [[simd.splat_f32s(0.0); G]; R];
     for e in 0..full {
-        if let Some(line) = ahead_lines.next() {
-            prefetch(&line[..1]);
-        }
-        if let Some(line) = next.next() {
-            prefetch_to_l2(&line[..1]);
-        }
+        ahead.fetch_l1::<1>();
+        next.fetch_l2::<1>();
         // `values[v][r]`: value `v` of this element of token `r`.
         let mut values = [[simd.splat_f32s(0.0); R]; 2];
         for r in 0..R {

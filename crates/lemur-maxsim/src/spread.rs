@@ -21,14 +21,12 @@
 //! Each lane still sums its products in order of `k`; only the final sum
 //! over a token's `L` lanes differs from the other levels' order.
 
-use core::slice::Chunks;
-
 use pulp::bytemuck::cast;
 use pulp::{Simd, c32, c64};
 
 use crate::aligned::Aligned;
 use crate::kernel::{PAD_LANES, PackedQuery};
-use crate::prefetch::{LINE_BYTES, prefetch_to_l2};
+use crate::prefetch::Stream;
 
 /// The longest query the spread layout takes: two lanes per token in two
 /// of the widest vectors. Longer queries fill two vectors on their own.
@@ -127,7 +125,7 @@ fn by_registers<S: Simd, N, const L: usize, const G: usize>(
         steps,
     };
     let (doc, _) = doc.as_chunks::<L>();
-    let mut next = next.chunks(L * LINE_BYTES / size_of::<N>().max(1));
+    let mut next = Stream::new(next);
     let mut best = [simd.splat_f32s(f32::NEG_INFINITY); G];
     let (next, best_mut) = (&mut next, &mut best);
     match (S::REGISTER_COUNT >= 32, G) {
@@ -168,7 +166,7 @@ fn by_width<S: Simd, N, const L: usize, const G: usize, const R: usize, const T:
     simd: S,
     scan: &Scan<'_, S>,
     doc: &[[f32; L]],
-    next: &mut Chunks<'_, N>,
+    next: &mut Stream<'_, N>,
     best: &mut [S::f32s; G],
 ) {
     match scan.steps * L {
@@ -203,7 +201,7 @@ fn by_length<
     simd: S,
     scan: &Scan<'_, S>,
     doc: &[[f32; L]],
-    next: &mut Chunks<'_, N>,
+    next: &mut Stream<'_, N>,
     best: &mut [S::f32s; G],
 ) {
     let n_tokens = doc.len() / steps::<L, D>(scan.steps);
@@ -237,7 +235,7 @@ fn scan_tokens<
     simd: S,
     scan: &Scan<'_, S>,
     doc: &[[f32; L]],
-    next: &mut Chunks<'_, N>,
+    next: &mut Stream<'_, N>,
     best: &mut [S::f32s; G],
 ) {
     let steps = steps::<L, D>(scan.steps);
@@ -287,7 +285,7 @@ fn token_block<S: Simd, N, const L: usize, const G: usize, const R: usize, const
     simd: S,
     scan: &Scan<'_, S>,
     tokens: &[[f32; L]],
-    next: &mut Chunks<'_, N>,
+    next: &mut Stream<'_, N>,
     best: &mut [S::f32s; G],
 ) {
     let steps = steps::<L, D>(scan.steps);
@@ -298,9 +296,7 @@ fn token_block<S: Simd, N, const L: usize, const G: usize, const R: usize, const
     });
     let mut acc = [[simd.splat_f32s(0.0); G]; R];
     for s in 0..steps {
-        if let Some(lines) = next.next() {
-            prefetch_to_l2(lines);
-        }
+        next.fetch_l2::<L>();
         let x = query_rows
             .next()
             .expect("the spread query has a row per step");
