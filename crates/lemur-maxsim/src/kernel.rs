@@ -436,8 +436,8 @@ fn token_block<S: Simd, E: DocValues, N, const G: usize, const R: usize, const D
     let mut ahead = Stream::new(ahead);
     let mut acc = [[simd.splat_f32s(0.0); G]; R];
     for e in 0..full {
-        ahead.fetch_l1::<1>();
-        next.fetch_l2::<1>();
+        ahead.fetch_l1(1);
+        next.fetch_l2(1);
         // `values[v][r]`: value `v` of this element of token `r`.
         let mut values = [[simd.splat_f32s(0.0); R]; 2];
         for r in 0..R {

@@ -77,28 +77,30 @@ impl<'a, T> Stream<'a, T> {
         }
     }
 
-    /// Prefetches the next `LINES` lines into L1 (those that exist).
+    /// Prefetches the next `lines` lines into L1 (those that exist); a
+    /// constant `lines` unrolls.
     #[inline(always)]
-    pub(crate) fn fetch_l1<const LINES: usize>(&mut self) {
+    pub(crate) fn fetch_l1(&mut self, lines: usize) {
         #[cfg(target_arch = "x86_64")]
-        self.lines::<{ core::arch::x86_64::_MM_HINT_T0 }, LINES>();
+        self.lines::<{ core::arch::x86_64::_MM_HINT_T0 }>(lines);
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = (self.values, self.position);
+        let _ = (self.values, self.position, lines);
     }
 
-    /// Prefetches the next `LINES` lines into L2 (those that exist).
+    /// Prefetches the next `lines` lines into L2 (those that exist); a
+    /// constant `lines` unrolls.
     #[inline(always)]
-    pub(crate) fn fetch_l2<const LINES: usize>(&mut self) {
+    pub(crate) fn fetch_l2(&mut self, lines: usize) {
         #[cfg(target_arch = "x86_64")]
-        self.lines::<{ core::arch::x86_64::_MM_HINT_T1 }, LINES>();
+        self.lines::<{ core::arch::x86_64::_MM_HINT_T1 }>(lines);
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = (self.values, self.position);
+        let _ = (self.values, self.position, lines);
     }
 
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    fn lines<const HINT: i32, const LINES: usize>(&mut self) {
-        for _ in 0..LINES {
+    fn lines<const HINT: i32>(&mut self, lines: usize) {
+        for _ in 0..lines {
             if let Some(value) = self.values.get(self.position) {
                 // SAFETY: as in `prefetch_lines`: a hint on a live value.
                 unsafe {

@@ -212,16 +212,16 @@ fn by_length<
     } else if n_tokens >= 2 {
         scan_tokens::<S, N, L, G, 2, 2, D>(simd, scan, doc, next, best);
     } else {
-        token_block::<S, N, L, G, 1, D>(simd, scan, doc, next, best);
+        token_block::<S, N, L, G, 1, D>(simd, scan, doc, &[], next, best);
     }
 }
 
 /// All tokens (at least `R`) in blocks of `R`, then the rest in blocks of
-/// `T`. Unlike the main kernel, no block prefetches the next one into L1:
-/// at three or four lines per step the prefetch loop cost more front-end
-/// slots than it saved (from L2, d = 128, q = 8: 59% of the FMA peak with
-/// it, 71% without), and streamed documents run as fast without it, since
-/// what limits them is the memory bandwidth, which `next` already uses.
+/// `T`. While a block is scored, one line of the block after it is
+/// prefetched into L1 per step: a third to a half of its lines. All of
+/// them (two or three per step) cost the kernel 5% from L2 (d = 48, q = 8:
+/// 58% of the FMA peak against 62%); none left streamed documents
+/// 10-25% slower (d = 128, q = 8 and 16, in noisy probes).
 #[inline(always)]
 fn scan_tokens<
     S: Simd,
@@ -242,12 +242,14 @@ fn scan_tokens<
     let n_tokens = doc.len() / steps;
     let full_blocks = n_tokens / R;
     for b in 0..full_blocks {
-        token_block::<S, N, L, G, R, D>(simd, scan, &doc[b * R * steps..], next, best);
+        let after = ((b + 1) * R * steps).min(doc.len());
+        let ahead = &doc[after..doc.len().min(after + R * steps)];
+        token_block::<S, N, L, G, R, D>(simd, scan, &doc[b * R * steps..], ahead, next, best);
     }
     let tail_start = full_blocks * R;
     for t in 0..(n_tokens - tail_start).div_ceil(T) {
         let start = (tail_start + t * T).min(n_tokens - T);
-        token_block::<S, N, L, G, T, D>(simd, scan, &doc[start * steps..], next, best);
+        token_block::<S, N, L, G, T, D>(simd, scan, &doc[start * steps..], &[], next, best);
     }
 }
 
@@ -276,15 +278,17 @@ fn fold<S: Simd, const L: usize>(simd: S, acc: S::f32s) -> S::f32s {
 }
 
 /// `R` document tokens against the spread query: `G * R` accumulator
-/// chains, `G` query vector loads and `R` broadcasts per step, and `L`
-/// lines of what is scored next prefetched into L2: over the document
-/// that covers a next one of up to `16 / R` times its tokens, as in the
-/// main kernel (one line per step halved the streamed speed).
+/// chains, `G` query vector loads and `R` broadcasts per step, a line of
+/// `ahead` prefetched into L1 and `L` lines of what is scored next into
+/// L2: over the document that covers a next one of up to `16 / R` times
+/// its tokens, as in the main kernel (one line per step halved the
+/// streamed speed).
 #[inline(always)]
 fn token_block<S: Simd, N, const L: usize, const G: usize, const R: usize, const D: usize>(
     simd: S,
     scan: &Scan<'_, S>,
     tokens: &[[f32; L]],
+    ahead: &[[f32; L]],
     next: &mut Stream<'_, N>,
     best: &mut [S::f32s; G],
 ) {
@@ -294,9 +298,11 @@ fn token_block<S: Simd, N, const L: usize, const G: usize, const R: usize, const
         *row.first_chunk::<G>()
             .expect("every spread row holds G vectors")
     });
+    let mut ahead = Stream::new(ahead);
     let mut acc = [[simd.splat_f32s(0.0); G]; R];
     for s in 0..steps {
-        next.fetch_l2::<L>();
+        ahead.fetch_l1(1);
+        next.fetch_l2(L);
         let x = query_rows
             .next()
             .expect("the spread query has a row per step");
