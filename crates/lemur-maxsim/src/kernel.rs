@@ -47,13 +47,8 @@ pub(crate) const PAD_LANES: usize = 16;
 pub struct PackedQuery {
     transposed: Aligned<f32>,
     /// Queries of at most 16 tokens and an even width also get the spread
-    /// layout (`[dim / spread_lanes][spread_width]`, see `spread.rs`); else
-    /// empty.
+    /// layout (see `spread.rs`); else empty.
     spread: Aligned<f32>,
-    /// Lanes per token of the spread layout (2 or 4; 0 without one).
-    spread_lanes: usize,
-    /// Lanes per row of the spread layout.
-    spread_width: usize,
     dim: usize,
     n_tokens: usize,
     padded: usize,
@@ -94,11 +89,9 @@ impl PackedQuery {
             }
         }
         if let Some(lanes) = spread::lanes_per_token(n_tokens, dim) {
-            self.spread_width = spread::pack(query, dim, lanes, &mut self.spread);
-            self.spread_lanes = lanes;
+            spread::pack(query, dim, lanes, &mut self.spread);
         } else {
             self.spread.reset_zeroed(0);
-            (self.spread_lanes, self.spread_width) = (0, 0);
         }
         self.dim = dim;
         self.n_tokens = n_tokens;
@@ -122,10 +115,9 @@ impl PackedQuery {
         &self.transposed
     }
 
-    /// The spread layout (empty when the query has none), its lanes per
-    /// token and its lanes per row.
-    pub(crate) fn spread(&self) -> (&[f32], usize, usize) {
-        (&self.spread, self.spread_lanes, self.spread_width)
+    /// The spread layout (empty when the query has none).
+    pub(crate) fn spread(&self) -> &[f32] {
+        &self.spread
     }
 }
 

@@ -39,11 +39,18 @@ pub fn prefetch_to_l2<T>(values: &[T]) {
 fn prefetch_lines<const HINT: i32, T>(values: &[T]) {
     let per_line = (LINE_BYTES / size_of::<T>().max(1)).max(1);
     for line in values.chunks(per_line) {
-        // SAFETY: `_mm_prefetch` is a hint that never faults and never
-        // writes; the pointer comes from a live slice, and SSE (which
-        // provides the instruction) is part of the x86-64 baseline.
-        unsafe { core::arch::x86_64::_mm_prefetch::<HINT>(line.as_ptr().cast::<i8>()) };
+        prefetch_line::<HINT, T>(&line[0]);
     }
+}
+
+/// One prefetch instruction with hint `HINT` for the line holding `value`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_line<const HINT: i32, T>(value: &T) {
+    // SAFETY: `_mm_prefetch` is a hint that never faults and never
+    // writes; the pointer comes from a live reference, and SSE (which
+    // provides the instruction) is part of the x86-64 baseline.
+    unsafe { core::arch::x86_64::_mm_prefetch::<HINT>(core::ptr::from_ref(value).cast::<i8>()) };
 }
 
 /// A cursor over data that is prefetched a few lines at a time while other
@@ -60,14 +67,6 @@ pub(crate) struct Stream<'a, T> {
 }
 
 impl<'a, T> Stream<'a, T> {
-    /// Values per cache line (a zero-sized `T` counts as one byte).
-    const PER_LINE: usize = LINE_BYTES
-        / if size_of::<T>() == 0 {
-            1
-        } else {
-            size_of::<T>()
-        };
-
     /// A stream over `values`, from the start.
     #[inline(always)]
     pub(crate) fn new(values: &'a [T]) -> Self {
@@ -100,16 +99,12 @@ impl<'a, T> Stream<'a, T> {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn lines<const HINT: i32>(&mut self, lines: usize) {
+        let per_line = LINE_BYTES / size_of::<T>().max(1);
         for _ in 0..lines {
             if let Some(value) = self.values.get(self.position) {
-                // SAFETY: as in `prefetch_lines`: a hint on a live value.
-                unsafe {
-                    core::arch::x86_64::_mm_prefetch::<HINT>(
-                        core::ptr::from_ref(value).cast::<i8>(),
-                    );
-                }
+                prefetch_line::<HINT, T>(value);
             }
-            self.position += Self::PER_LINE;
+            self.position += per_line;
         }
     }
 }

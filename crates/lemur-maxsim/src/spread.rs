@@ -3,12 +3,13 @@
 //! The main kernel puts one query token in each lane and broadcasts one
 //! document value per step. A query of at most 16 tokens fills at most one
 //! AVX-512 vector, so every FMA needs a broadcast load of its own, and on
-//! the Intel core measured the loads, not the FMA ports, set the pace:
-//! 16 tokens ran at 55-58% of the FMA peak from L2, 32 tokens (two vectors
-//! sharing each broadcast) at 72-78%. This kernel spreads each token of a
-//! short query over `L` lanes (2 or 4), lane `j` of token `i` summing the
-//! products of the values `k` with `k mod L = j`, so the query fills two
-//! vectors and each broadcast of `L` consecutive document values (one 8-
+//! the Intel core measured that, not the FMA ports, appears to set the
+//! pace: 16 tokens ran at 55-58% of the FMA peak from L2, 32 tokens (two
+//! vectors sharing each broadcast) at 72-78%, and 33 tokens (three vectors
+//! per broadcast) kept about 80% of its 48 lanes busy. This kernel spreads
+//! each token of a short query over `L` lanes (2 or 4), lane `j` of token
+//! `i` summing the products of the values `k` with `k mod L = j`, so the
+//! query fills two vectors and each broadcast of `L` consecutive document values (one 8-
 //! or 16-byte load) feeds two FMAs:
 //!
 //! ```text
@@ -30,7 +31,7 @@ use crate::prefetch::Stream;
 
 /// The longest query the spread layout takes: two lanes per token in two
 /// of the widest vectors. Longer queries fill two vectors on their own.
-pub(crate) const SPREAD_TOKENS: usize = PAD_LANES;
+const SPREAD_TOKENS: usize = PAD_LANES;
 
 /// Lanes per token for a query of `n_tokens` tokens of width `dim`, or
 /// `None` when the main kernel serves it: four lanes when that still fits
@@ -48,19 +49,32 @@ pub(crate) fn lanes_per_token(n_tokens: usize, dim: usize) -> Option<usize> {
 /// Writes the spread layout of `query` (`[n_tokens, dim]`, `dim` a multiple
 /// of `lanes`) into `out`: `[dim / lanes][width]`, token `i`'s values
 /// `lanes * s..lanes * (s + 1)` in lanes `lanes * i..` of row `s`, the rest
-/// zero; `width` is `n_tokens * lanes` rounded up to whole 16-lane vectors.
-/// Returns `width`.
-pub(crate) fn pack(query: &[f32], dim: usize, lanes: usize, out: &mut Aligned<f32>) -> usize {
+/// zero; `width` is [`width`].
+pub(crate) fn pack(query: &[f32], dim: usize, lanes: usize, out: &mut Aligned<f32>) {
     debug_assert!(dim.is_multiple_of(lanes));
     let n_tokens = query.len() / dim;
-    let width = (n_tokens * lanes).div_ceil(PAD_LANES) * PAD_LANES;
+    let width = width(n_tokens, lanes);
     out.reset_zeroed(dim / lanes * width);
     for (i, token) in query.chunks_exact(dim).enumerate() {
         for (s, values) in token.chunks_exact(lanes).enumerate() {
             out[s * width + lanes * i..][..lanes].copy_from_slice(values);
         }
     }
-    width
+}
+
+/// Lanes per spread row: `n_tokens * lanes` rounded up to whole 16-lane
+/// vectors.
+fn width(n_tokens: usize, lanes: usize) -> usize {
+    (n_tokens * lanes).div_ceil(PAD_LANES) * PAD_LANES
+}
+
+/// The spread layout's lanes per token and lanes per row for `query`, or
+/// `None` when it has none. Both follow from the query's shape, so the
+/// packed query stores only the values.
+#[inline(always)]
+fn layout(query: &PackedQuery) -> Option<(usize, usize)> {
+    let lanes = lanes_per_token(query.n_tokens(), query.dim())?;
+    (!query.spread().is_empty()).then(|| (lanes, width(query.n_tokens(), lanes)))
 }
 
 /// Vectors of level `S` per spread row when the spread kernel runs `query`
@@ -70,13 +84,13 @@ pub(crate) fn pack(query: &[f32], dim: usize, lanes: usize, out: &mut Aligned<f3
 /// the main kernel would give each broadcast a single FMA (on AVX2).
 #[inline(always)]
 pub(crate) fn vectors_per_row<S: Simd>(query: &PackedQuery) -> Option<usize> {
-    let (values, lanes, width) = query.spread();
+    let (lanes, width) = layout(query)?;
     let broadcast_fits = match lanes {
         2 => size_of::<S::c32s>() == size_of::<S::f32s>(),
         4 => size_of::<S::c64s>() == size_of::<S::f32s>(),
         _ => false,
     };
-    if values.is_empty() || !broadcast_fits || !S::F32_LANES.is_multiple_of(lanes) {
+    if !broadcast_fits || !S::F32_LANES.is_multiple_of(lanes) {
         return None;
     }
     let vectors = width / S::F32_LANES;
@@ -96,11 +110,10 @@ pub(crate) fn maxsim<S: Simd, N>(
     next: &[N],
     maxima: Option<&mut [f32]>,
 ) -> f32 {
-    let (_, lanes, _) = query.spread();
-    match (lanes, vectors) {
-        (2, 1) => by_registers::<S, N, 2, 1>(simd, query, doc, next, maxima),
-        (2, 2) => by_registers::<S, N, 2, 2>(simd, query, doc, next, maxima),
-        (2, _) => by_registers::<S, N, 2, 4>(simd, query, doc, next, maxima),
+    match (lanes_per_token(query.n_tokens(), query.dim()), vectors) {
+        (Some(2), 1) => by_registers::<S, N, 2, 1>(simd, query, doc, next, maxima),
+        (Some(2), 2) => by_registers::<S, N, 2, 2>(simd, query, doc, next, maxima),
+        (Some(2), _) => by_registers::<S, N, 2, 4>(simd, query, doc, next, maxima),
         (_, 1) => by_registers::<S, N, 4, 1>(simd, query, doc, next, maxima),
         (_, 2) => by_registers::<S, N, 4, 2>(simd, query, doc, next, maxima),
         _ => by_registers::<S, N, 4, 4>(simd, query, doc, next, maxima),
@@ -118,7 +131,7 @@ fn by_registers<S: Simd, N, const L: usize, const G: usize>(
     next: &[N],
     maxima: Option<&mut [f32]>,
 ) -> f32 {
-    let (values, _, _) = query.spread();
+    let values = query.spread();
     let steps = query.dim() / L;
     let scan = Scan::<S> {
         rows: &S::as_simd_f32s(values).0[..steps * G],
