@@ -9,8 +9,8 @@
 //! per broadcast) kept about 80% of its 48 lanes busy. This kernel spreads
 //! each token of a short query over `L` lanes (2 or 4), lane `j` of token
 //! `i` summing the products of the values `k` with `k mod L = j`, so the
-//! query fills two vectors and each broadcast of `L` consecutive document values (one 8-
-//! or 16-byte load) feeds two FMAs:
+//! query fills two vectors and each broadcast of `L` consecutive document
+//! values (one 8- or 16-byte load) feeds two FMAs:
 //!
 //! ```text
 //! spread row s: [x_0[Ls..Ls+L], x_1[Ls..Ls+L], ...]   zero-padded to 16 lanes * G
