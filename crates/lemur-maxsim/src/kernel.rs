@@ -46,9 +46,13 @@ pub(crate) const PAD_LANES: usize = 16;
 #[derive(Debug, Clone, Default)]
 pub struct PackedQuery {
     transposed: Aligned<f32>,
-    /// Queries of at most 16 tokens and an even width also get the spread
-    /// layout (see `spread.rs`); else empty.
-    spread: Aligned<f32>,
+    /// Short queries also get the spread layouts (see `spread.rs`), with
+    /// two lanes per token (at most 16 tokens, an even width) and with four
+    /// (at most 8 tokens, a width that is a multiple of 4); empty where the
+    /// query has none. Both are packed because the best one depends on the
+    /// level that runs the query, not on the query alone.
+    spread_two: Aligned<f32>,
+    spread_four: Aligned<f32>,
     dim: usize,
     n_tokens: usize,
     padded: usize,
@@ -88,11 +92,8 @@ impl PackedQuery {
                 self.transposed[k * padded + i] = value;
             }
         }
-        if let Some(lanes) = spread::lanes_per_token(n_tokens, dim) {
-            spread::pack(query, dim, lanes, &mut self.spread);
-        } else {
-            self.spread.reset_zeroed(0);
-        }
+        spread::pack(query, dim, 2, &mut self.spread_two);
+        spread::pack(query, dim, 4, &mut self.spread_four);
         self.dim = dim;
         self.n_tokens = n_tokens;
         self.padded = padded;
@@ -115,9 +116,14 @@ impl PackedQuery {
         &self.transposed
     }
 
-    /// The spread layout (empty when the query has none).
-    pub(crate) fn spread(&self) -> &[f32] {
-        &self.spread
+    /// The spread layout with `lanes` lanes per token (2 or 4), empty
+    /// when the query has none.
+    pub(crate) fn spread(&self, lanes: usize) -> &[f32] {
+        if lanes == 4 {
+            &self.spread_four
+        } else {
+            &self.spread_two
+        }
     }
 }
 
@@ -188,10 +194,10 @@ impl<E: DocValues, N> WithSimd for MaxSimOp<'_, E, N> {
     fn with_simd<S: Simd>(self, simd: S) -> f32 {
         let query = self.query;
         let mut maxima = self.maxima;
-        if let Some(vectors) = spread::vectors_per_row::<S>(query)
+        if let Some(layout) = spread::choose::<S>(query)
             && let Some(doc) = E::as_f32(self.doc)
         {
-            return spread::maxsim(simd, query, vectors, doc, self.next, maxima);
+            return spread::maxsim(simd, query, layout, doc, self.next, maxima);
         }
         let lanes = S::F32_LANES;
         // Vectors per transposed row, and the vectors that hold real tokens.

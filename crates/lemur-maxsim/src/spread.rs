@@ -19,6 +19,10 @@
 //!     dot of token i = sum of its L lanes                       // L / 2 swaps and adds
 //! ```
 //!
+//! Both layouts are packed, and each level takes the one that fills two of
+//! its vectors ([`choose`]): four lanes per token for up to 8 tokens at
+//! AVX-512, two at AVX2 (whose vectors are half as wide).
+//!
 //! Each lane still sums its products in order of `k`; only the final sum
 //! over a token's `L` lanes differs from the other levels' order.
 
@@ -29,30 +33,25 @@ use crate::aligned::Aligned;
 use crate::kernel::{PAD_LANES, PackedQuery};
 use crate::prefetch::Stream;
 
-/// The longest query the spread layout takes: two lanes per token in two
-/// of the widest vectors. Longer queries fill two vectors on their own.
-const SPREAD_TOKENS: usize = PAD_LANES;
-
-/// Lanes per token for a query of `n_tokens` tokens of width `dim`, or
-/// `None` when the main kernel serves it: four lanes when that still fits
-/// two vectors, else two; the width must be a multiple of it.
-pub(crate) fn lanes_per_token(n_tokens: usize, dim: usize) -> Option<usize> {
-    if n_tokens <= PAD_LANES / 2 && dim.is_multiple_of(4) {
-        Some(4)
-    } else if n_tokens <= SPREAD_TOKENS && dim.is_multiple_of(2) {
-        Some(2)
-    } else {
-        None
-    }
+/// Whether a query of `n_tokens` tokens of width `dim` has a spread layout
+/// of `lanes` lanes per token: the width is a multiple of `lanes` and the
+/// tokens fill at most two of the widest vectors (16 tokens at 2 lanes, 8
+/// at 4).
+fn has_layout(n_tokens: usize, dim: usize, lanes: usize) -> bool {
+    dim.is_multiple_of(lanes) && n_tokens * lanes <= 2 * PAD_LANES
 }
 
-/// Writes the spread layout of `query` (`[n_tokens, dim]`, `dim` a multiple
-/// of `lanes`) into `out`: `[dim / lanes][width]`, token `i`'s values
+/// Writes the spread layout of `query` (`[n_tokens, dim]`) with `lanes`
+/// lanes per token into `out`: `[dim / lanes][width]`, token `i`'s values
 /// `lanes * s..lanes * (s + 1)` in lanes `lanes * i..` of row `s`, the rest
-/// zero; `width` is [`width`].
+/// zero; `width` is [`width`]. `out` is left empty when the query has no
+/// such layout.
 pub(crate) fn pack(query: &[f32], dim: usize, lanes: usize, out: &mut Aligned<f32>) {
-    debug_assert!(dim.is_multiple_of(lanes));
     let n_tokens = query.len() / dim;
+    if !has_layout(n_tokens, dim, lanes) {
+        out.reset_zeroed(0);
+        return;
+    }
     let width = width(n_tokens, lanes);
     out.reset_zeroed(dim / lanes * width);
     for (i, token) in query.chunks_exact(dim).enumerate() {
@@ -68,55 +67,56 @@ fn width(n_tokens: usize, lanes: usize) -> usize {
     (n_tokens * lanes).div_ceil(PAD_LANES) * PAD_LANES
 }
 
-/// The spread layout's lanes per token and lanes per row for `query`, or
-/// `None` when it has none. Both follow from the query's shape, so the
-/// packed query stores only the values.
-#[inline(always)]
-fn layout(query: &PackedQuery) -> Option<(usize, usize)> {
-    let lanes = lanes_per_token(query.n_tokens(), query.dim())?;
-    (!query.spread().is_empty()).then(|| (lanes, width(query.n_tokens(), lanes)))
+/// The spread layout a level runs: lanes per token and vectors per row.
+#[derive(Clone, Copy)]
+pub(crate) struct Layout {
+    lanes: usize,
+    vectors: usize,
 }
 
-/// Vectors of level `S` per spread row when the spread kernel runs `query`
-/// at that level, else `None`. It runs when the query was spread, a vector
-/// holds whole tokens and a broadcast of `L` values is one vector (not so
-/// for the scalar level), and the row is at most two vectors, or four when
-/// the main kernel would give each broadcast a single FMA (on AVX2).
+/// The spread layout level `S` runs `query` with, or `None` when the main
+/// kernel serves it. A layout qualifies when a vector holds whole tokens, a
+/// broadcast of its `L` values is one vector (not so for the scalar level)
+/// and a row is at most two vectors. Four lanes come first: where they fit
+/// two vectors (8 tokens at AVX-512, 4 at AVX2) each broadcast feeds two
+/// FMAs, where two lanes would fill one vector. Where they do not (5 to 8
+/// tokens at AVX2, whose 4-lane row is four vectors), two lanes fill two
+/// vectors. On Zen 3, AVX2, that choice ran q = 8 at 44-80 GFLOP/s from
+/// L1/L2 against 26-30 for the 4-lane rows with four vectors per step
+/// (blocks of 2 tokens: too many loads and prefetch checks per FMA).
 #[inline(always)]
-pub(crate) fn vectors_per_row<S: Simd>(query: &PackedQuery) -> Option<usize> {
-    let (lanes, width) = layout(query)?;
-    let broadcast_fits = match lanes {
-        2 => size_of::<S::c32s>() == size_of::<S::f32s>(),
-        4 => size_of::<S::c64s>() == size_of::<S::f32s>(),
-        _ => false,
-    };
-    if !broadcast_fits || !S::F32_LANES.is_multiple_of(lanes) {
-        return None;
-    }
-    let vectors = width / S::F32_LANES;
-    (vectors <= 2 || (vectors == 4 && query.n_tokens() <= S::F32_LANES)).then_some(vectors)
+pub(crate) fn choose<S: Simd>(query: &PackedQuery) -> Option<Layout> {
+    [4, 2].into_iter().find_map(|lanes| {
+        let broadcast_fits = match lanes {
+            2 => size_of::<S::c32s>() == size_of::<S::f32s>(),
+            _ => size_of::<S::c64s>() == size_of::<S::f32s>(),
+        };
+        let vectors = width(query.n_tokens(), lanes) / S::F32_LANES;
+        (broadcast_fits
+            && S::F32_LANES.is_multiple_of(lanes)
+            && !query.spread(lanes).is_empty()
+            && vectors <= 2)
+            .then_some(Layout { lanes, vectors })
+    })
 }
 
 /// MaxSim of a spread query against `doc` (whole tokens of the query's
-/// width) with `vectors` vectors per row (from [`vectors_per_row`]),
-/// streaming `next` into L2 meanwhile; writes each query token's maximum
-/// to `maxima` when given.
+/// width) in the layout [`choose`] picked, streaming `next` into L2
+/// meanwhile; writes each query token's maximum to `maxima` when given.
 #[inline(always)]
 pub(crate) fn maxsim<S: Simd, N>(
     simd: S,
     query: &PackedQuery,
-    vectors: usize,
+    layout: Layout,
     doc: &[f32],
     next: &[N],
     maxima: Option<&mut [f32]>,
 ) -> f32 {
-    match (lanes_per_token(query.n_tokens(), query.dim()), vectors) {
-        (Some(2), 1) => by_registers::<S, N, 2, 1>(simd, query, doc, next, maxima),
-        (Some(2), 2) => by_registers::<S, N, 2, 2>(simd, query, doc, next, maxima),
-        (Some(2), _) => by_registers::<S, N, 2, 4>(simd, query, doc, next, maxima),
+    match (layout.lanes, layout.vectors) {
+        (2, 1) => by_registers::<S, N, 2, 1>(simd, query, doc, next, maxima),
+        (2, _) => by_registers::<S, N, 2, 2>(simd, query, doc, next, maxima),
         (_, 1) => by_registers::<S, N, 4, 1>(simd, query, doc, next, maxima),
-        (_, 2) => by_registers::<S, N, 4, 2>(simd, query, doc, next, maxima),
-        _ => by_registers::<S, N, 4, 4>(simd, query, doc, next, maxima),
+        _ => by_registers::<S, N, 4, 2>(simd, query, doc, next, maxima),
     }
 }
 
@@ -131,7 +131,7 @@ fn by_registers<S: Simd, N, const L: usize, const G: usize>(
     next: &[N],
     maxima: Option<&mut [f32]>,
 ) -> f32 {
-    let values = query.spread();
+    let values = query.spread(L);
     let steps = query.dim() / L;
     let scan = Scan::<S> {
         rows: &S::as_simd_f32s(values).0[..steps * G],
@@ -143,15 +143,13 @@ fn by_registers<S: Simd, N, const L: usize, const G: usize>(
     let (next, best_mut) = (&mut next, &mut best);
     match (S::REGISTER_COUNT >= 32, G) {
         (true, 1) => by_width::<S, N, L, G, 16, 8>(simd, &scan, doc, next, best_mut),
-        (true, 2) => by_width::<S, N, L, G, 12, 4>(simd, &scan, doc, next, best_mut),
-        (true, _) => by_width::<S, N, L, G, 6, 2>(simd, &scan, doc, next, best_mut),
+        (true, _) => by_width::<S, N, L, G, 12, 4>(simd, &scan, doc, next, best_mut),
         (false, 1) => by_width::<S, N, L, G, 12, 8>(simd, &scan, doc, next, best_mut),
-        (false, 2) => by_width::<S, N, L, G, 6, 4>(simd, &scan, doc, next, best_mut),
-        (false, _) => by_width::<S, N, L, G, 2, 2>(simd, &scan, doc, next, best_mut),
+        (false, _) => by_width::<S, N, L, G, 6, 4>(simd, &scan, doc, next, best_mut),
     }
 
     // Lane `L * i` holds token i's maximum; add them in token order.
-    let mut lanes = [0.0f32; 4 * PAD_LANES];
+    let mut lanes = [0.0f32; 2 * PAD_LANES];
     S::as_mut_simd_f32s(&mut lanes[..G * S::F32_LANES])
         .0
         .copy_from_slice(&best);

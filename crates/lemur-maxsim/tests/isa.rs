@@ -333,8 +333,9 @@ proptest! {
     }
 
     /// Queries of up to 16 tokens take the spread kernel on vector levels
-    /// (even widths; four lanes per token up to 8 tokens when the width is
-    /// a multiple of 4): a range of their own so every block size is hit.
+    /// (even widths; four lanes per token where that fills at most two of
+    /// the level's vectors, else two): a range of their own so every layout
+    /// and block size is hit.
     #[test]
     fn short_queries_are_bit_exact(dim_index in 0..DIMS.len(), q in 1usize..=17, n in 1usize..=80, seed in any::<u64>()) {
         check_dyadic(&levels(), DIMS[dim_index], q, n, seed)?;
