@@ -133,3 +133,24 @@ impl pulp::WithSimd for StreamRead<'_> {
 pub fn stream_read(values: &[f32]) -> f32 {
     pulp::Arch::new().dispatch(StreamRead { values })
 }
+
+/// The L2 cache of CPU 0 in bytes, as Linux reports it in sysfs (`512K`),
+/// or `None` elsewhere or when it does not say.
+pub fn l2_cache_bytes() -> Option<usize> {
+    let caches = std::fs::read_dir("/sys/devices/system/cpu/cpu0/cache").ok()?;
+    caches.flatten().find_map(|cache| {
+        let read = |name: &str| std::fs::read_to_string(cache.path().join(name)).ok();
+        if read("level")?.trim() != "2" {
+            return None;
+        }
+        let size = read("size")?;
+        let size = size.trim();
+        let (digits, unit) = size.split_at(size.find(|c: char| !c.is_ascii_digit())?);
+        let scale = match unit {
+            "K" => 1 << 10,
+            "M" => 1 << 20,
+            _ => return None,
+        };
+        Some(digits.parse::<usize>().ok()? * scale)
+    })
+}

@@ -443,18 +443,25 @@ fn token_block<S: Simd, E: DocValues, N, const G: usize, const R: usize, const D
     for (e, rows) in (0..full).zip(element_rows) {
         ahead.fetch_l1(1);
         next.fetch_l2(1);
-        // `values[v][r]`: value `v` of this element of token `r`.
-        let mut values = [[simd.splat_f32s(0.0); R]; 2];
+        // The element's query rows first, then each token's broadcast goes
+        // straight into its FMAs: at widths that are not constants the
+        // bounds checks keep the broadcasts in order, and broadcasting all
+        // `R` first spilled accumulators on AVX2 (d = 100 ran at 40% of
+        // the FMA peak beside 90% at d = 96 and 128, Zen 3).
+        let x: [[S::f32s; G]; 2] = std::array::from_fn(|v| {
+            if v < E::VALUES {
+                *rows[v * row_vectors + g0..]
+                    .first_chunk()
+                    .expect("checked above")
+            } else {
+                [simd.splat_f32s(0.0); G]
+            }
+        });
         for r in 0..R {
-            [values[0][r], values[1][r]] = tokens[r * per_token + e].splat(simd);
-        }
-        for (v, column) in values.iter().take(E::VALUES).enumerate() {
-            let x: [S::f32s; G] = *rows[v * row_vectors + g0..]
-                .first_chunk()
-                .expect("checked above");
-            for r in 0..R {
+            let values = tokens[r * per_token + e].splat(simd);
+            for (value, x) in values.iter().zip(&x).take(E::VALUES) {
                 for g in 0..G {
-                    acc[r][g] = simd.mul_add_e_f32s(column[r], x[g], acc[r][g]);
+                    acc[r][g] = simd.mul_add_e_f32s(*value, x[g], acc[r][g]);
                 }
             }
         }
