@@ -403,8 +403,8 @@ fn scan_tokens<
 /// width's last bf16 pair contributes only its low half.
 ///
 /// The loop is written so the compiler can prove every index in bounds
-/// (rows sliced to exactly the elements read, query rows taken from an
-/// iterator) and loads each step's `G` query vectors once: with a bounds
+/// (rows sliced to exactly the elements read, query rows zipped with the
+/// element counter) and loads each step's `G` query vectors once: with a bounds
 /// check per row and per vector, the step was more compares and loads
 /// than FMAs, and ran at about two thirds of the FMA peak from L2.
 #[inline(always)]
