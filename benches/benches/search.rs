@@ -12,7 +12,7 @@ use lemur::maxsim::bf16::{
     Bf16Kernel, Bf16Matrix, Bf16Vectors, PackedQueryBf16, dot_products_bf16, rerank_bf16,
 };
 use lemur::topk::top_k_rows;
-use lemur::{Isa, Precision, SearchParams};
+use lemur::{Isa, Precision, SearchParams, TokenPrecision, WeightPrecision};
 use lemur_bench::{QUERY_TOKENS, fma_peak, fma_peak_flop, pool, workload};
 use rayon::prelude::*;
 
@@ -118,7 +118,16 @@ fn stages(c: &mut Criterion) {
             "bf16filter",
             index.clone().with_precision(Precision::BF16_FILTER),
         ),
+        (
+            "bf16filterall",
+            index.clone().with_precision(Precision::BF16_FILTER_ALL),
+        ),
     ];
+    // The f32 rerank through a bf16 filter: timed against the f32 FLOP.
+    let filtered_rerank = index.clone().with_precision(Precision {
+        weights: WeightPrecision::F32,
+        tokens: TokenPrecision::Bf16Filter,
+    });
     let exact_top10 = index.search_batch(queries, PARAMS).expect("valid queries");
     let same_candidates = |variant: &lemur::Index| {
         let sorted = |mut ids: Vec<u32>| {
@@ -241,6 +250,13 @@ fn stages(c: &mut Criterion) {
                 b.iter(|| pool.install(|| rerank_bf16_batch(kernel)))
             });
         }
+        group.bench_function(BenchmarkId::new("bf16filter", format!("{threads}t")), |b| {
+            b.iter(|| {
+                pool.install(|| {
+                    filtered_rerank.rerank(&rerank_queries, rerank_candidates, PARAMS.k)
+                })
+            })
+        });
         group.finish();
 
         let mut group = c.benchmark_group("search");

@@ -38,9 +38,9 @@ use rayon::prelude::*;
 use crate::pairs::PairsByDocument;
 
 /// f32's rounding unit, doubled so that directed rounding is covered too.
-const UNIT: f64 = f32::EPSILON as f64;
+pub(crate) const UNIT: f64 = f32::EPSILON as f64;
 /// The largest error one flushed denormal product or sum can add.
-const FLUSHED: f64 = f32::MIN_POSITIVE as f64;
+pub(crate) const FLUSHED: f64 = f32::MIN_POSITIVE as f64;
 /// Feature bytes of the queries rescored together: a part of L2.
 const RESCORE_FEATURE_BYTES: usize = 1 << 20;
 /// Past `n_docs / RESCORE_SHARE` survivors (and `4 k'`) a query is scored
@@ -48,7 +48,7 @@ const RESCORE_FEATURE_BYTES: usize = 1 << 20;
 /// products per second that the rescoring of scattered rows does.
 const RESCORE_SHARE: usize = 8;
 /// Slack for the f64 norms themselves (relative).
-const NORM_SLACK: f64 = 1e-9;
+pub(crate) const NORM_SLACK: f64 = 1e-9;
 
 /// The row norms the margin needs, as maxima over `W`.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,14 +103,41 @@ impl FilterBounds {
 }
 
 /// A vector's f64 norms: exact, rounded to bf16, and of the residual.
-struct Norms {
-    exact: f64,
-    rounded: f64,
-    residual: f64,
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Norms {
+    pub(crate) exact: f64,
+    pub(crate) rounded: f64,
+    pub(crate) residual: f64,
 }
 
 impl Norms {
-    fn of(values: &[f32]) -> Self {
+    /// All three norms zero: where maxima and sums start.
+    pub(crate) const ZERO: Norms = Norms {
+        exact: 0.0,
+        rounded: 0.0,
+        residual: 0.0,
+    };
+
+    /// Each norm the larger of the two.
+    pub(crate) fn max(&self, other: &Norms) -> Norms {
+        Norms {
+            exact: self.exact.max(other.exact),
+            rounded: self.rounded.max(other.rounded),
+            residual: self.residual.max(other.residual),
+        }
+    }
+
+    /// Each norm the sum of the two.
+    pub(crate) fn add(&self, other: &Norms) -> Norms {
+        Norms {
+            exact: self.exact + other.exact,
+            rounded: self.rounded + other.rounded,
+            residual: self.residual + other.residual,
+        }
+    }
+
+    /// The norms of `values` and of their bf16 rounding.
+    pub(crate) fn of(values: &[f32]) -> Self {
         let (mut exact, mut rounded, mut residual) = (0.0f64, 0.0f64, 0.0f64);
         for &v in values {
             let r = f64::from(from_bf16(to_bf16(v)));

@@ -65,6 +65,7 @@ mod search;
 pub mod synthetic;
 #[cfg(feature = "text")]
 mod text_index;
+mod token_filter;
 mod weights;
 
 pub use build::{BuildConfig, BuildError, BuildReport, IndexBuilder, Stage};

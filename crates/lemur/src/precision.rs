@@ -4,8 +4,9 @@
 //! The two stages have different needs. The approximate scores only pick
 //! candidates, and a single query's latency is the time to stream `W`, so
 //! `W` can be stored at a half (bf16) or a quarter (int8) of f32's bytes.
-//! The rerank decides the final order, so its tokens are either exact f32
-//! or bf16 (whose rounding keeps 99.9% of the f32 top 10 on W10k).
+//! The rerank decides the final order, so its tokens are either exact f32,
+//! bf16 (whose rounding keeps 99.9% of the f32 top 10 on W10k), or a bf16
+//! copy that only filters what the f32 tokens score again.
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use lemur_maxsim::int8::Int8Matrix;
 
 use crate::filter::FilterBounds;
 use crate::index::Index;
+use crate::token_filter::TokenBounds;
 
 /// How searches store `W` for the approximate scores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,6 +54,14 @@ pub enum TokenPrecision {
     /// A bf16 copy, half the bytes; query tokens are rounded to bf16 too
     /// and products are accumulated in f32.
     Bf16,
+    /// A bf16 copy that only filters: every candidate is scored in bf16, a
+    /// bound on those scores' error says which can still be among the `k`
+    /// best by f32 score, and only those are scored again on the f32
+    /// tokens. The hits are the f32 rerank's, scores and ties included,
+    /// at the bf16 rerank's cost plus a few f32 candidates per query (on
+    /// W10k about 15 of 200); the f32 tokens stay beside the copy (1.5x
+    /// the corpus memory).
+    Bf16Filter,
 }
 
 /// What a search runs on: see [`Index::with_precision`].
@@ -80,6 +90,14 @@ impl Precision {
         weights: WeightPrecision::Bf16Filter,
         tokens: TokenPrecision::F32,
     };
+    /// Both stages through bf16 filters ([`WeightPrecision::Bf16Filter`],
+    /// [`TokenPrecision::Bf16Filter`]): the f32 pipeline's hits at about
+    /// the bf16 pipeline's cost, with the f32 `W` and tokens resident
+    /// beside their bf16 copies.
+    pub const BF16_FILTER_ALL: Precision = Precision {
+        weights: WeightPrecision::Bf16Filter,
+        tokens: TokenPrecision::Bf16Filter,
+    };
     /// `W` in int8, scored against f32 features, and an exact f32
     /// rerank.
     pub const INT8_WEIGHTS: Precision = Precision {
@@ -104,6 +122,14 @@ pub(crate) enum ReducedWeights {
     Int8(Int8Matrix),
 }
 
+/// A reduced copy of the corpus tokens.
+#[derive(Debug, Clone)]
+pub(crate) enum ReducedTokens {
+    Bf16(Bf16Vectors),
+    /// The bf16 copy of [`TokenPrecision::Bf16Filter`] and its bounds.
+    Bf16Filter(Bf16Vectors, TokenBounds),
+}
+
 /// The reduced copies an index searches with; `None` fields mean f32.
 #[derive(Debug, Clone)]
 pub(crate) struct ReducedCopies {
@@ -111,12 +137,12 @@ pub(crate) struct ReducedCopies {
     /// int8 copy).
     pub(crate) precision: Precision,
     pub(crate) weights: Option<ReducedWeights>,
-    pub(crate) tokens: Option<Bf16Vectors>,
+    pub(crate) tokens: Option<ReducedTokens>,
 }
 
 impl ReducedCopies {
     /// Builds the copies `precision` asks for from the f32 originals.
-    fn new<T: AsRef<[f32]>>(
+    fn new<T: AsRef<[f32]> + Sync>(
         precision: Precision,
         weights: &[f32],
         width: usize,
@@ -127,13 +153,17 @@ impl ReducedCopies {
             weights: reduce_weights(precision.weights, weights, width),
             tokens: match precision.tokens {
                 TokenPrecision::F32 => None,
-                TokenPrecision::Bf16 => Some(Bf16Vectors::from_f32(corpus)),
+                TokenPrecision::Bf16 => Some(ReducedTokens::Bf16(Bf16Vectors::from_f32(corpus))),
+                TokenPrecision::Bf16Filter => Some(ReducedTokens::Bf16Filter(
+                    Bf16Vectors::from_f32(corpus),
+                    TokenBounds::new(corpus),
+                )),
             },
         }
     }
 
     /// Appends the reduced copies of added documents.
-    pub(crate) fn append<T: AsRef<[f32]>>(
+    pub(crate) fn append<T: AsRef<[f32]> + Sync>(
         &mut self,
         weights: &[f32],
         width: usize,
@@ -156,8 +186,18 @@ impl ReducedCopies {
             }
             _ => {}
         }
-        if let (Some(all), Some(tokens)) = (&mut self.tokens, added_copies.tokens) {
-            all.append(&tokens);
+        match (&mut self.tokens, added_copies.tokens) {
+            (Some(ReducedTokens::Bf16(all)), Some(ReducedTokens::Bf16(tokens))) => {
+                all.append(&tokens)
+            }
+            (
+                Some(ReducedTokens::Bf16Filter(all, bounds)),
+                Some(ReducedTokens::Bf16Filter(tokens, added)),
+            ) => {
+                all.append(&tokens);
+                bounds.append(&added);
+            }
+            _ => {}
         }
     }
 }

@@ -8,13 +8,18 @@
 //! every (query, candidate) pair is sorted by document, each document is
 //! read once and scored against all its queries while it sits in the
 //! cache, and the scores go back to their query's slots at the end.
+//!
+//! With a bf16 filter (`token_filter.rs`) every pair is scored in bf16 this
+//! way, and the pairs that survive its bound are scored again in f32.
 
-use lemur_maxsim::bf16::{PackedQueryBf16, maxsim_bf16_before};
+use lemur_maxsim::bf16::{Bf16Vectors, PackedQueryBf16, maxsim_bf16_before};
 use lemur_maxsim::{MultiVectors, PackedQuery, maxsim_packed_before};
 use rayon::prelude::*;
 
 use crate::index::{Hit, Index};
 use crate::pairs::PairsByDocument;
+use crate::precision::ReducedTokens;
+use crate::token_filter;
 
 impl<T: AsRef<[f32]> + Sync> Index<T> {
     /// Stages 4 and 5: exact MaxSim of each query against its candidates,
@@ -48,10 +53,29 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             "a candidate names a document outside the corpus"
         );
         let pairs = PairsByDocument::new(candidates, self.len());
-        let scores = self.score_pairs(queries, &pairs);
-        pairs
-            .top_per_list(candidates, &scores, k)
-            .into_iter()
+        let reduced = self
+            .reduced
+            .as_ref()
+            .and_then(|copies| copies.tokens.as_ref());
+        let hits = match reduced {
+            None => {
+                let scores = self.score_pairs_f32(queries, &pairs);
+                pairs.top_per_list(candidates, &scores, k)
+            }
+            Some(ReducedTokens::Bf16(tokens)) => {
+                let scores = self.score_pairs_bf16(queries, &pairs, tokens);
+                pairs.top_per_list(candidates, &scores, k)
+            }
+            Some(ReducedTokens::Bf16Filter(tokens, bounds)) => {
+                let scores = self.score_pairs_bf16(queries, &pairs, tokens);
+                let survivors =
+                    token_filter::survivors(bounds, queries, candidates, &pairs, &scores, k);
+                let pairs = PairsByDocument::new(&survivors, self.len());
+                let scores = self.score_pairs_f32(queries, &pairs);
+                pairs.top_per_list(&survivors, &scores, k)
+            }
+        };
+        hits.into_iter()
             .map(|hits| {
                 hits.into_iter()
                     .map(|hit| Hit {
@@ -63,72 +87,72 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             .collect()
     }
 
-    /// Exact MaxSim of every pair, in the pairs' (document) order, on the
-    /// f32 tokens or on their bf16 copy when the index has one.
-    fn score_pairs<Q: AsRef<[f32]> + Sync>(
+    /// Exact MaxSim of every pair on the f32 tokens, in the pairs'
+    /// (document) order.
+    fn score_pairs_f32<Q: AsRef<[f32]> + Sync>(
         &self,
         queries: &MultiVectors<Q>,
         pairs: &PairsByDocument,
     ) -> Vec<f32> {
-        let dim = self.dim();
-        let mut scores = vec![0.0f32; pairs.slots.len()];
-        let task = pairs.task_size();
-        let tasks = scores
-            .par_chunks_mut(task)
-            .zip(pairs.queries.par_chunks(task))
-            .zip(pairs.docs.par_chunks(task));
-        let bf16_tokens = self
-            .reduced
-            .as_ref()
-            .and_then(|copies| copies.tokens.as_ref());
-        // Query packing is cheap next to scoring; only the kind the rerank
-        // uses is built.
-        match bf16_tokens {
-            None => {
-                let packed: Vec<PackedQuery> = (0..queries.len())
-                    .into_par_iter()
-                    .map(|q| PackedQuery::new(queries.get(q), dim))
-                    .collect();
-                tasks.for_each(|((out, task_queries), task_docs)| {
-                    for (i, score) in out.iter_mut().enumerate() {
-                        let doc = task_docs[i];
-                        // What comes next is streamed in while this pair is
-                        // scored: a new document, or else the next query
-                        // against this document, which is in the cache.
-                        let next = match task_docs.get(i + 1) {
-                            Some(&next) if next != doc => self.corpus.get(next as usize),
-                            Some(_) => packed[task_queries[i + 1] as usize].values(),
-                            None => &[],
-                        };
-                        let query = &packed[task_queries[i] as usize];
-                        *score = maxsim_packed_before(
-                            self.isa,
-                            query,
-                            self.corpus.get(doc as usize),
-                            next,
-                        );
-                    }
-                });
-            }
-            Some(tokens) => {
-                let packed: Vec<PackedQueryBf16> = (0..queries.len())
-                    .into_par_iter()
-                    .map(|q| PackedQueryBf16::new(queries.get(q), dim).with_isa(self.isa))
-                    .collect();
-                tasks.for_each(|((out, task_queries), task_docs)| {
-                    for (i, score) in out.iter_mut().enumerate() {
-                        let doc = task_docs[i];
-                        let next = match task_docs.get(i + 1) {
-                            Some(&next) if next != doc => tokens.get(next as usize),
-                            Some(_) => packed[task_queries[i + 1] as usize].values(),
-                            None => &[],
-                        };
-                        let query = &packed[task_queries[i] as usize];
-                        *score = maxsim_bf16_before(query, tokens.get(doc as usize), next);
-                    }
-                });
-            }
-        }
-        scores
+        // Query packing is cheap next to scoring.
+        let packed: Vec<PackedQuery> = (0..queries.len())
+            .into_par_iter()
+            .map(|q| PackedQuery::new(queries.get(q), self.dim()))
+            .collect();
+        score_in_document_order(pairs, |query, doc, next| {
+            let next = match next {
+                Some((_, next_doc)) if next_doc != doc => self.corpus.get(next_doc as usize),
+                Some((next_query, _)) => packed[next_query as usize].values(),
+                None => &[],
+            };
+            let doc = self.corpus.get(doc as usize);
+            maxsim_packed_before(self.isa, &packed[query as usize], doc, next)
+        })
     }
+
+    /// MaxSim of every pair on the bf16 tokens, in the pairs' (document)
+    /// order.
+    fn score_pairs_bf16<Q: AsRef<[f32]> + Sync>(
+        &self,
+        queries: &MultiVectors<Q>,
+        pairs: &PairsByDocument,
+        tokens: &Bf16Vectors,
+    ) -> Vec<f32> {
+        let packed: Vec<PackedQueryBf16> = (0..queries.len())
+            .into_par_iter()
+            .map(|q| PackedQueryBf16::new(queries.get(q), self.dim()).with_isa(self.isa))
+            .collect();
+        score_in_document_order(pairs, |query, doc, next| {
+            let next = match next {
+                Some((_, next_doc)) if next_doc != doc => tokens.get(next_doc as usize),
+                Some((next_query, _)) => packed[next_query as usize].values(),
+                None => &[],
+            };
+            maxsim_bf16_before(&packed[query as usize], tokens.get(doc as usize), next)
+        })
+    }
+}
+
+/// `score(query, doc, next)` of every pair, in tasks spread over the
+/// current pool, where `next` is the (query, document) of the pair scored
+/// after it in the same task: what comes next is streamed in while a pair
+/// is scored, a new document or else the next query against this document
+/// (which is in the cache).
+fn score_in_document_order(
+    pairs: &PairsByDocument,
+    score: impl Fn(u32, u32, Option<(u32, u32)>) -> f32 + Sync,
+) -> Vec<f32> {
+    let mut scores = vec![0.0f32; pairs.slots.len()];
+    let task = pairs.task_size();
+    scores
+        .par_chunks_mut(task)
+        .zip(pairs.queries.par_chunks(task))
+        .zip(pairs.docs.par_chunks(task))
+        .for_each(|((out, task_queries), task_docs)| {
+            for (i, out) in out.iter_mut().enumerate() {
+                let next = task_docs.get(i + 1).map(|&doc| (task_queries[i + 1], doc));
+                *out = score(task_queries[i], task_docs[i], next);
+            }
+        });
+    scores
 }

@@ -220,6 +220,10 @@ fn added_documents_get_the_rows_a_full_build_gives() {
     let mut half_int8 = half.clone().with_precision(lemur::Precision::INT8_WEIGHTS);
     // And one scored with integer dot products on the same int8 copy.
     let mut half_int8_dot = half.clone().with_precision(lemur::Precision::INT8_DOT);
+    // And the bf16 filters' copies and their bounds.
+    let mut half_filtered = half
+        .clone()
+        .with_precision(lemur::Precision::BF16_FILTER_ALL);
     let ids = half
         .add_documents(&data.corpus.tokens()[split * dim..], &counts[120..])
         .unwrap();
@@ -227,6 +231,9 @@ fn added_documents_get_the_rows_a_full_build_gives() {
         .add_documents(&data.corpus.tokens()[split * dim..], &counts[120..])
         .unwrap();
     half_int8_dot
+        .add_documents(&data.corpus.tokens()[split * dim..], &counts[120..])
+        .unwrap();
+    half_filtered
         .add_documents(&data.corpus.tokens()[split * dim..], &counts[120..])
         .unwrap();
     assert_eq!(half_int8_dot.precision(), lemur::Precision::INT8_DOT);
@@ -258,7 +265,7 @@ fn added_documents_get_the_rows_a_full_build_gives() {
         k: 5,
         n_candidates: 20,
     };
-    for grown in [&half, &half_int8, &half_int8_dot] {
+    for grown in [&half, &half_int8, &half_int8_dot, &half_filtered] {
         let rebuilt = grown.clone().with_precision(grown.precision());
         for doc in [3, 150, 239] {
             let query = data.corpus.get(doc);
@@ -267,6 +274,15 @@ fn added_documents_get_the_rows_a_full_build_gives() {
                 rebuilt.search_one(query, params).unwrap()
             );
         }
+    }
+    // The filtered index answers as the f32 one grown alike does.
+    let half_f32 = half.clone().with_precision(lemur::Precision::F32);
+    for doc in [3, 150, 239] {
+        let query = data.corpus.get(doc);
+        assert_eq!(
+            half_filtered.search_one(query, params).unwrap(),
+            half_f32.search_one(query, params).unwrap()
+        );
     }
 }
 

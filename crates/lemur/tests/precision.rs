@@ -245,3 +245,127 @@ fn a_row_that_rounds_below_the_bf16_best_can_still_win_in_f32() {
     features[1] = 1.0;
     check_candidates(&index, &features, 1, &[7], &[3]);
 }
+
+#[test]
+fn an_index_reranked_through_a_bf16_filter_keeps_the_f32_results() {
+    // The filter rescores in f32 whatever its bound cannot rule out, so
+    // the hits are the f32 rerank's with identical scores.
+    let filtered = Precision {
+        weights: WeightPrecision::F32,
+        tokens: TokenPrecision::Bf16Filter,
+    };
+    assert_eq!(kept_by(filtered, 0.0), 1.0);
+    assert_eq!(kept_by(Precision::BF16_FILTER_ALL, 0.0), 1.0);
+}
+
+/// An index over `docs` (`[n_tokens, dim]` with `counts` tokens each) whose
+/// `W` does not matter: these tests call the rerank directly.
+fn index_of_tokens(docs: Vec<f32>, dim: usize, counts: &[usize]) -> Index {
+    let corpus = lemur::MultiVectors::new(docs, dim, counts).unwrap();
+    let weights = DocWeights::new(vec![0.5; counts.len() * 8], counts.len(), 8).unwrap();
+    Index::new(synthetic::random_features(dim, 8, 1), weights, corpus).unwrap()
+}
+
+/// Reranks `candidates` of one query in f32, in bf16 and through the bf16
+/// filter; checks the filter against f32 (hits and scores) and returns the
+/// f32 and bf16 ids.
+fn rerank_three_ways(index: &Index, query: &[f32], candidates: &[u32], k: usize) -> [Vec<u32>; 2] {
+    let queries =
+        lemur::MultiVectors::new(query.to_vec(), index.dim(), &[query.len() / index.dim()])
+            .unwrap();
+    let lists = [candidates.to_vec()];
+    let exact = index.rerank(&queries, &lists, k);
+    let filtered = index
+        .clone()
+        .with_precision(Precision {
+            weights: WeightPrecision::F32,
+            tokens: TokenPrecision::Bf16Filter,
+        })
+        .rerank(&queries, &lists, k);
+    assert_eq!(filtered, exact);
+    let bf16 = index.clone().with_bf16().rerank(&queries, &lists, k);
+    let ids = |hits: &[lemur::Hit]| hits.iter().map(|h| h.doc).collect::<Vec<u32>>();
+    [ids(&exact[0]), ids(&bf16[0])]
+}
+
+#[test]
+fn the_bf16_filter_ranks_bf16_ties_by_their_f32_scores() {
+    // Document j's one token is (1 + j 2^-20, 0, ...): every one rounds to
+    // 1.0 in bf16, so bf16 ranks them by id, and f32 by j, best last.
+    let dim = 16;
+    let n_docs = 40;
+    let mut docs = vec![0.0f32; n_docs * dim];
+    for (j, token) in docs.chunks_exact_mut(dim).enumerate() {
+        token[0] = 1.0 + j as f32 * 2f32.powi(-20);
+    }
+    let index = index_of_tokens(docs, dim, &vec![1; n_docs]);
+    let mut query = vec![0.0f32; 2 * dim];
+    query[0] = 1.0;
+    query[dim] = 0.5;
+    let all: Vec<u32> = (0..n_docs as u32).collect();
+    let [f32_ids, bf16_ids] = rerank_three_ways(&index, &query, &all, 5);
+    assert_eq!(f32_ids, vec![39, 38, 37, 36, 35]);
+    assert_eq!(bf16_ids, vec![0, 1, 2, 3, 4]);
+}
+
+#[test]
+fn the_bf16_filter_keeps_everything_past_bf16_range() {
+    // Values past bf16's largest finite value round to infinity: nothing
+    // is provable, so every candidate is scored in f32.
+    let dim = 4;
+    let docs = vec![
+        3.39e38, 0.0, 0.0, 0.0, //
+        1.0, 2.0, 0.0, 0.0, //
+        2.0, 1.0, 0.0, 0.0, //
+        -1.0, 0.5, 0.0, 0.0,
+    ];
+    let index = index_of_tokens(docs, dim, &[1, 1, 1, 1]);
+    let query = [1e-38, 0.5, 0.25, 0.0];
+    let [f32_ids, _] = rerank_three_ways(&index, &query, &[3, 2, 1, 0], 2);
+    assert_eq!(f32_ids.len(), 2);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// On values clustered near one another (so many scores round alike in
+    /// bf16), the filtered rerank is the f32 rerank, for any `k`.
+    #[test]
+    fn the_bf16_filter_is_the_f32_rerank(
+        seeds in proptest::collection::vec(0u32..64, 60..200),
+        spread in 0u32..12,
+        k in 1usize..12,
+    ) {
+        let dim = 8;
+        let scale = 2f32.powi(-(spread as i32));
+        let values: Vec<f32> = seeds.iter().cycle().take(3 * 30 * dim).enumerate()
+            .map(|(i, &s)| 1.0 + scale * (s as f32 - 32.0) / 64.0 + (i % 7) as f32 * 2f32.powi(-18))
+            .collect();
+        let index = index_of_tokens(values, dim, &[3; 30]);
+        let query: Vec<f32> = seeds.iter().rev().cycle().take(4 * dim)
+            .map(|&s| 0.25 + s as f32 / 256.0)
+            .collect();
+        let candidates: Vec<u32> = (0..30).rev().collect();
+        rerank_three_ways(&index, &query, &candidates, k);
+    }
+}
+
+#[test]
+fn the_bf16_filter_rescores_what_bf16_ranks_in_the_wrong_order() {
+    // Document 0 rounds up in both values (bf16 2.0156, f32 2.0078),
+    // document 1 rounds down (bf16 2.0078, f32 2.0117): bf16 puts 0 first,
+    // f32 puts 1 first. Documents 2.. are far below.
+    let dim = 2;
+    let up = 1.0 + 2f32.powi(-8) + 2f32.powi(-16);
+    let down = 1.0 + 2f32.powi(-7) + 2f32.powi(-8) - 2f32.powi(-16);
+    let mut docs = vec![up, up, down, 1.0];
+    let n_docs = 20;
+    for j in 2..n_docs {
+        docs.extend([0.5 - j as f32 * 0.01, 0.25]);
+    }
+    let index = index_of_tokens(docs, dim, &vec![1; n_docs]);
+    let all: Vec<u32> = (0..n_docs as u32).collect();
+    let [f32_ids, bf16_ids] = rerank_three_ways(&index, &[1.0, 1.0], &all, 1);
+    assert_eq!(f32_ids, vec![1]);
+    assert_eq!(bf16_ids, vec![0]);
+}
