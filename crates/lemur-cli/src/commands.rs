@@ -7,7 +7,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use lemur::io::{load_matrix, load_multivectors, write_atomically};
 use lemur::{
-    BuildConfig, Hit, Index, IndexBuilder, MappedIndex, MultiVectors, SearchParams, synthetic,
+    BuildConfig, Hit, Index, IndexBuilder, MappedIndex, MultiVectors, Precision, SearchParams,
+    synthetic,
 };
 use serde_json::json;
 
@@ -71,6 +72,7 @@ pub(crate) fn dispatch(command: Command, out: &Output) -> Result<()> {
             k,
             candidates,
             out: run,
+            precision,
         } => search(
             &index,
             &queries,
@@ -79,6 +81,7 @@ pub(crate) fn dispatch(command: Command, out: &Output) -> Result<()> {
                 k,
                 n_candidates: candidates,
             },
+            precision.precision(),
             run.as_deref(),
             out,
         ),
@@ -89,6 +92,7 @@ pub(crate) fn dispatch(command: Command, out: &Output) -> Result<()> {
             k,
             candidates,
             qrels,
+            precision,
         } => eval::eval(
             &index,
             &queries,
@@ -97,6 +101,7 @@ pub(crate) fn dispatch(command: Command, out: &Output) -> Result<()> {
                 k,
                 n_candidates: candidates,
             },
+            precision.precision(),
             qrels.as_deref(),
             out,
         ),
@@ -119,6 +124,18 @@ pub(crate) fn open_index(dir: &Path, quiet: bool) -> Result<MappedIndex> {
     let index = Index::open(dir).with_context(|| format!("cannot open index {}", dir.display()))?;
     bar.finish_and_clear();
     Ok(index)
+}
+
+/// The index with the reduced copies `precision` asks for, built now
+/// (they are never saved).
+pub(crate) fn with_precision(index: MappedIndex, precision: Precision, quiet: bool) -> MappedIndex {
+    if precision == Precision::F32 {
+        return index;
+    }
+    let bar = spinner(quiet, "building reduced-precision copies");
+    let index = index.with_precision(precision);
+    bar.finish_and_clear();
+    index
 }
 
 /// Opens an index and loads a query batch of the same token width.
@@ -292,10 +309,12 @@ fn search(
     queries: &Path,
     counts: &Path,
     params: SearchParams,
+    precision: Precision,
     run: Option<&Path>,
     out: &Output,
 ) -> Result<()> {
     let (index, queries_set) = open_with_queries(dir, queries, counts, out.quiet)?;
+    let index = with_precision(index, precision, out.quiet);
     let bar = spinner(out.quiet, "searching");
     let started = Instant::now();
     let hits = index.search_batch(&queries_set, params)?;

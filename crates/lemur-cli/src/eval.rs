@@ -4,10 +4,10 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use lemur::{Hit, SearchParams};
+use lemur::{Hit, Precision, SearchParams};
 use serde_json::json;
 
-use crate::commands::{Output, open_with_queries};
+use crate::commands::{Output, open_with_queries, with_precision};
 
 /// Fraction of the exact top `k` that the hits found.
 pub(crate) fn recall(hits: &[Vec<Hit>], exact: &[Vec<Hit>], k: usize) -> f64 {
@@ -104,10 +104,12 @@ pub(crate) fn eval(
     queries: &Path,
     counts: &Path,
     params: SearchParams,
+    precision: Precision,
     qrels: Option<&Path>,
     out: &Output,
 ) -> Result<()> {
     let (index, queries_set) = open_with_queries(dir, queries, counts, out.quiet)?;
+    let index = with_precision(index, precision, out.quiet);
     let qrels = qrels.map(read_qrels).transpose()?;
     let hits = index.search_batch(&queries_set, params)?;
     let exact = index.exhaustive_search(&queries_set, params.k);

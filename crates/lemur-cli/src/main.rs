@@ -95,6 +95,10 @@ enum Command {
         /// Write the run file here instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// What the search runs on: f32, or reduced copies built on open
+        /// (`bf16-filter-all` gives the f32 hits through bf16 filters).
+        #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+        precision: PrecisionArg,
     },
     /// Recall@k against exact brute-force MaxSim, and nDCG@10 / recall@k against qrels.
     Eval {
@@ -115,6 +119,10 @@ enum Command {
         /// Relevance judgements: lines `query_index doc_index relevance` (0-based).
         #[arg(long)]
         qrels: Option<PathBuf>,
+        /// What the search runs on: f32, or reduced copies built on open
+        /// (`bf16-filter-all` gives the f32 hits through bf16 filters).
+        #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+        precision: PrecisionArg,
     },
     /// Shapes, sizes on disk and in memory, and the build configuration.
     Info {
@@ -131,6 +139,37 @@ enum Command {
     #[cfg(feature = "text")]
     #[command(subcommand)]
     Text(text::TextCommand),
+}
+
+/// `--precision`: the `lemur::Precision` presets by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PrecisionArg {
+    /// Everything in f32 (the default).
+    F32,
+    /// `W` and the corpus tokens as bf16 copies.
+    Bf16,
+    /// `W` shortlisted in bf16, decided in f32; f32 rerank.
+    Bf16Filter,
+    /// Both stages through bf16 filters: the f32 hits.
+    Bf16FilterAll,
+    /// `W` as int8 against f32 features; f32 rerank.
+    Int8Weights,
+    /// `W` and the features as int8 (integer dot products); f32 rerank.
+    Int8Dot,
+}
+
+impl PrecisionArg {
+    /// The preset this name stands for.
+    fn precision(self) -> lemur::Precision {
+        match self {
+            PrecisionArg::F32 => lemur::Precision::F32,
+            PrecisionArg::Bf16 => lemur::Precision::BF16,
+            PrecisionArg::Bf16Filter => lemur::Precision::BF16_FILTER,
+            PrecisionArg::Bf16FilterAll => lemur::Precision::BF16_FILTER_ALL,
+            PrecisionArg::Int8Weights => lemur::Precision::INT8_WEIGHTS,
+            PrecisionArg::Int8Dot => lemur::Precision::INT8_DOT,
+        }
+    }
 }
 
 fn main() {
