@@ -38,7 +38,7 @@ use rayon::prelude::*;
 use crate::pairs::PairsByDocument;
 
 /// f32's rounding unit, doubled so that directed rounding is covered too.
-pub(crate) const UNIT: f64 = f32::EPSILON as f64;
+const UNIT: f64 = f32::EPSILON as f64;
 /// The largest error one flushed denormal product or sum can add.
 pub(crate) const FLUSHED: f64 = f32::MIN_POSITIVE as f64;
 /// Feature bytes of the queries rescored together: a part of L2.
@@ -50,15 +50,18 @@ const RESCORE_SHARE: usize = 8;
 /// Slack for the f64 norms themselves (relative).
 pub(crate) const NORM_SLACK: f64 = 1e-9;
 
+/// `gamma_n = n u / (1 - n u)`: the relative error bound of a sum of `n`
+/// products in f32, in any order and any rounding mode.
+pub(crate) fn gamma(n: usize) -> f64 {
+    let n = n as f64;
+    n * UNIT / (1.0 - n * UNIT)
+}
+
 /// The row norms the margin needs, as maxima over `W`.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct FilterBounds {
-    /// `max |w - w~|`: the rounding residual of a row.
-    residual: f64,
-    /// `max |w~|`.
-    rounded: f64,
-    /// `max |w|`.
-    exact: f64,
+    /// `max |w|`, `max |w~|` and `max |w - w~|` over the rows.
+    most: Norms,
     /// The row width `h`.
     width: usize,
 }
@@ -66,38 +69,28 @@ pub(crate) struct FilterBounds {
 impl FilterBounds {
     /// The maxima over the rows of a row-major `[n, width]` `weights`.
     pub(crate) fn new(weights: &[f32], width: usize) -> Self {
-        let mut bounds = FilterBounds {
-            residual: 0.0,
-            rounded: 0.0,
-            exact: 0.0,
-            width,
-        };
-        for row in weights.chunks_exact(width) {
-            let norms = Norms::of(row);
-            bounds.residual = bounds.residual.max(norms.residual);
-            bounds.rounded = bounds.rounded.max(norms.rounded);
-            bounds.exact = bounds.exact.max(norms.exact);
-        }
-        bounds
+        let most = weights
+            .chunks_exact(width)
+            .map(Norms::of)
+            .fold(Norms::ZERO, |most, row| most.max(&row));
+        FilterBounds { most, width }
     }
 
     /// Widens the maxima to cover appended rows as well.
     pub(crate) fn append(&mut self, added: &FilterBounds) {
-        self.residual = self.residual.max(added.residual);
-        self.rounded = self.rounded.max(added.rounded);
-        self.exact = self.exact.max(added.exact);
+        self.most = self.most.max(&added.most);
     }
 
     /// `b`: a bound on `|s32 - s16|` for `features` against any row.
     pub(crate) fn margin(&self, features: &[f32]) -> f64 {
         let query = Norms::of(features);
-        let h = self.width as f64;
-        let gamma = h * UNIT / (1.0 - h * UNIT);
-        let rounding = query.exact * self.residual + query.residual * self.rounded;
-        let summation = gamma * (query.rounded * self.rounded + query.exact * self.exact);
+        let most = &self.most;
+        let rounding = query.exact * most.residual + query.residual * most.rounded;
+        let summation =
+            gamma(self.width) * (query.rounded * most.rounded + query.exact * most.exact);
         // One flushed denormal per product and per addition of the bf16
         // sum, each at most the smallest normal f32.
-        let flushed = 2.0 * h * FLUSHED;
+        let flushed = 2.0 * self.width as f64 * FLUSHED;
         (rounding + summation) * (1.0 + NORM_SLACK) + flushed
     }
 }

@@ -60,6 +60,16 @@ impl PairsByDocument {
             .clamp(MIN_PAIRS_PER_TASK, MAX_PAIRS_PER_TASK)
     }
 
+    /// `scores` given in pair (document) order, put back in the query-major
+    /// order of the candidate lists.
+    pub(crate) fn by_slot(&self, scores: &[f32]) -> Vec<f32> {
+        let mut by_slot = vec![0.0f32; scores.len()];
+        for (&slot, &score) in self.slots.iter().zip(scores) {
+            by_slot[slot as usize] = score;
+        }
+        by_slot
+    }
+
     /// The best `k` of each candidate list (best first, ties to the lower
     /// id), from `scores` given in pair (document) order.
     pub(crate) fn top_per_list<C: AsRef<[u32]>>(
@@ -68,10 +78,7 @@ impl PairsByDocument {
         scores: &[f32],
         k: usize,
     ) -> Vec<Vec<Hit>> {
-        let mut by_slot = vec![0.0f32; scores.len()];
-        for (&slot, &score) in self.slots.iter().zip(scores) {
-            by_slot[slot as usize] = score;
-        }
+        let by_slot = self.by_slot(scores);
         let mut offset = 0;
         candidates
             .iter()

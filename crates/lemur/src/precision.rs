@@ -59,7 +59,7 @@ pub enum TokenPrecision {
     /// best by f32 score, and only those are scored again on the f32
     /// tokens. The hits are the f32 rerank's, scores and ties included,
     /// at the bf16 rerank's cost plus a few f32 candidates per query (on
-    /// W10k about 15 of 200); the f32 tokens stay beside the copy (1.5x
+    /// W10k about 12 of 200); the f32 tokens stay beside the copy (1.5x
     /// the corpus memory).
     Bf16Filter,
 }
