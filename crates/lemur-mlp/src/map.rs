@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use crate::activation::{Activation, gelu, layer_norm};
 use crate::block::{Block, check_values};
 use crate::error::{MlpError, Param};
-use crate::gemm::{matmul_a_b, matmul_a_bt};
+use crate::gemm::matmul_a_b_in_parts;
 
 /// Query features are `sum_x psi(x) / 32`: the original's constant. Any
 /// positive scale ranks the same; keeping it makes scores comparable with
@@ -140,30 +140,29 @@ impl FeatureMap {
             .chunks(CHUNK_ROWS * self.input_dim)
             .zip(out.chunks_mut(CHUNK_ROWS * self.output_dim))
         {
-            self.forward_chunk(chunk, out_chunk, &mut scratch);
+            self.forward_chunk(chunk, out_chunk, &mut scratch, 1);
         }
     }
 
     /// One chunk of rows; `scratch` holds intermediate activations of
-    /// multi-block maps and keeps its memory between calls.
-    fn forward_chunk(&self, tokens: &[f32], out: &mut [f32], scratch: &mut [Vec<f32>; 2]) {
+    /// multi-block maps and keeps its memory between calls. With more than
+    /// one of `parts`, each product is split by columns and the row-wise
+    /// steps by rows into that many rayon tasks; every value is computed
+    /// as with one.
+    fn forward_chunk(
+        &self,
+        tokens: &[f32],
+        out: &mut [f32],
+        scratch: &mut [Vec<f32>; 2],
+        parts: usize,
+    ) {
         let rows = tokens.len() / self.input_dim;
         match &self.kind {
             Kind::Random { projection } => {
                 let h = self.output_dim;
-                matmul_a_b(out, tokens, projection, rows, self.input_dim, h);
+                matmul_a_b_in_parts(out, tokens, projection, rows, self.input_dim, h, parts);
                 let scale = (2.0 / h as f32).sqrt();
-                crate::simd::dispatch(
-                    #[inline(always)]
-                    || {
-                        for row in out.chunks_exact_mut(h) {
-                            for v in row.iter_mut() {
-                                *v = scale * gelu(*v);
-                            }
-                            layer_norm(row, None);
-                        }
-                    },
-                );
+                each_row(out, h, parts, RowStep::Random { scale });
             }
             Kind::Mlp { blocks, activation } => {
                 // Block i writes into `even` or `odd` by its parity (the
@@ -189,19 +188,13 @@ impl FeatureMap {
                             (&odd[..], &mut even[..])
                         }
                     };
-                    matmul_a_bt(dst, input, &block.weight, rows, block.in_dim, width);
-                    crate::simd::dispatch(
-                        #[inline(always)]
-                        || {
-                            for row in dst.chunks_exact_mut(width) {
-                                for (v, b) in row.iter_mut().zip(&block.bias) {
-                                    *v += b;
-                                }
-                                layer_norm(row, Some((&block.ln_gain, &block.ln_bias)));
-                                activation.apply(row);
-                            }
-                        },
-                    );
+                    let weight = &block.weight_by_input;
+                    matmul_a_b_in_parts(dst, input, weight, rows, block.in_dim, width, parts);
+                    let step = RowStep::Block {
+                        block,
+                        activation: *activation,
+                    };
+                    each_row(dst, width, parts, step);
                 }
             }
         }
@@ -214,8 +207,10 @@ impl FeatureMap {
     ///
     /// With `parallel`, groups of whole queries (about 256 tokens each) are
     /// processed as rayon tasks in the current pool, each with a sequential
-    /// GEMM; the grouping does not depend on the number of threads, so the
-    /// result is identical for any pool size.
+    /// GEMM; with fewer groups than threads, each group's products are
+    /// split by columns over the pool instead. Neither changes a row's `psi` or the
+    /// order of the sums, so the result is identical for any pool size and
+    /// however the queries are batched.
     ///
     /// # Panics
     ///
@@ -258,20 +253,36 @@ impl FeatureMap {
             groups.push(start..end);
             start = end;
         }
-        let run = |group: &std::ops::Range<usize>, out: &mut [f32], psi: &mut Vec<f32>| {
-            let (first, last) = (offsets[group.start], offsets[group.end]);
-            let rows = last - first;
-            psi.resize(rows * h, 0.0);
-            self.forward(&tokens[first * d..last * d], psi);
-            out.fill(0.0);
-            for (query, out_row) in group.clone().zip(out.chunks_exact_mut(h)) {
-                for token in offsets[query]..offsets[query + 1] {
-                    let row = &psi[(token - first) * h..][..h];
-                    out_row.iter_mut().zip(row).for_each(|(o, v)| *o += v);
+        // `split` > 1 spreads one group's forward pass over the pool (its
+        // products by columns, its row-wise steps by rows): a single query
+        // then uses every thread. No value changes with the split, and the
+        // sum below runs in token order either way.
+        let run =
+            |group: &std::ops::Range<usize>, out: &mut [f32], psi: &mut Vec<f32>, split: usize| {
+                let (first, last) = (offsets[group.start], offsets[group.end]);
+                let rows = last - first;
+                psi.resize(rows * h, 0.0);
+                let group_tokens = &tokens[first * d..last * d];
+                if split > 1 {
+                    let mut scratch = [Vec::new(), Vec::new()];
+                    for (chunk, psi_chunk) in group_tokens
+                        .chunks(CHUNK_ROWS * d)
+                        .zip(psi.chunks_mut(CHUNK_ROWS * h))
+                    {
+                        self.forward_chunk(chunk, psi_chunk, &mut scratch, split);
+                    }
+                } else {
+                    self.forward(group_tokens, psi);
                 }
-                out_row.iter_mut().for_each(|o| *o *= QUERY_FEATURE_SCALE);
-            }
-        };
+                out.fill(0.0);
+                for (query, out_row) in group.clone().zip(out.chunks_exact_mut(h)) {
+                    for token in offsets[query]..offsets[query + 1] {
+                        let row = &psi[(token - first) * h..][..h];
+                        out_row.iter_mut().zip(row).for_each(|(o, v)| *o += v);
+                    }
+                    out_row.iter_mut().for_each(|o| *o *= QUERY_FEATURE_SCALE);
+                }
+            };
         let mut pieces: Vec<&mut [f32]> = Vec::with_capacity(groups.len());
         let mut rest = out;
         for group in &groups {
@@ -279,16 +290,75 @@ impl FeatureMap {
             pieces.push(head);
             rest = tail;
         }
-        if parallel {
+        let threads = rayon::current_num_threads();
+        if parallel && groups.len() >= threads {
             groups
                 .par_iter()
                 .zip(pieces.into_par_iter())
-                .for_each_init(Vec::new, |psi, (group, piece)| run(group, piece, psi));
+                .for_each_init(Vec::new, |psi, (group, piece)| run(group, piece, psi, 1));
         } else {
+            // Fewer groups than threads (a handful of queries): each
+            // group's forward pass is spread over the pool instead.
+            let split = if parallel { threads } else { 1 };
             let mut psi = Vec::new();
             for (group, piece) in groups.iter().zip(pieces) {
-                run(group, piece, &mut psi);
+                run(group, piece, &mut psi, split);
             }
         }
+    }
+}
+
+/// What the forward pass does to each row after a product.
+#[derive(Clone, Copy)]
+enum RowStep<'a> {
+    /// The random-feature map's `LN_noaffine(scale * gelu(x))`.
+    Random { scale: f32 },
+    /// A learned block's bias, LayerNorm and activation.
+    Block {
+        block: &'a Block,
+        activation: Activation,
+    },
+}
+
+impl RowStep<'_> {
+    #[inline(always)]
+    fn apply(self, row: &mut [f32]) {
+        match self {
+            RowStep::Random { scale } => {
+                for v in row.iter_mut() {
+                    *v = scale * gelu(*v);
+                }
+                layer_norm(row, None);
+            }
+            RowStep::Block { block, activation } => {
+                for (v, b) in row.iter_mut().zip(&block.bias) {
+                    *v += b;
+                }
+                layer_norm(row, Some((&block.ln_gain, &block.ln_bias)));
+                activation.apply(row);
+            }
+        }
+    }
+}
+
+/// Applies `step` to every `width`-wide row of `values`, compiled for the
+/// CPU's SIMD level, in `parts` rayon tasks of whole rows when `parts` > 1.
+fn each_row(values: &mut [f32], width: usize, parts: usize, step: RowStep<'_>) {
+    let rows = values.len() / width;
+    let rows_per_part = rows.div_ceil(parts.max(1)).max(1);
+    let run = |part: &mut [f32]| {
+        crate::simd::dispatch(
+            #[inline(always)]
+            || {
+                for row in part.chunks_exact_mut(width) {
+                    step.apply(row);
+                }
+            },
+        )
+    };
+    if rows_per_part >= rows {
+        run(values);
+    } else {
+        values.par_chunks_mut(rows_per_part * width).for_each(run);
     }
 }

@@ -152,6 +152,53 @@ fn query_features_match_f64_and_do_not_depend_on_threads() {
 }
 
 #[test]
+fn a_query_alone_spread_over_threads_gets_the_same_features() {
+    // Blocks wide enough that one query's products are split by columns
+    // over the pool, with a ragged last part; the random-feature map too.
+    let mut rng = Rng(11);
+    let blocks = vec![
+        random_block(&mut rng, 0, 24, 200),
+        random_block(&mut rng, 1, 200, 130),
+    ];
+    let maps = [
+        FeatureMap::mlp(blocks, Activation::Silu).unwrap(),
+        FeatureMap::random(rng.vec(24 * 300, 0.2), 24, 300).unwrap(),
+    ];
+    let counts = [1usize, 5, 32, 300];
+    let mut offsets = vec![0];
+    for c in counts {
+        offsets.push(offsets.last().unwrap() + c);
+    }
+    let tokens = rng.vec(offsets[counts.len()] * 24, 1.0);
+    for map in &maps {
+        let h = map.output_dim();
+        let mut batch = vec![0.0; counts.len() * h];
+        map.query_features(&tokens, &offsets, &mut batch, false);
+        for threads in [2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            for (q, w) in offsets.windows(2).enumerate() {
+                let mut alone = vec![0.0; h];
+                let query = &tokens[w[0] * 24..w[1] * 24];
+                pool.install(|| map.query_features(query, &[0, w[1] - w[0]], &mut alone, true));
+                assert_eq!(
+                    alone,
+                    batch[q * h..(q + 1) * h],
+                    "query {q}, {threads} threads"
+                );
+            }
+        }
+        let want: Vec<f64> = offsets
+            .windows(2)
+            .flat_map(|w| naive::query_feature(map, &tokens[w[0] * 24..w[1] * 24]))
+            .collect();
+        assert!(max_rel_err(&batch, &want, h) <= 1e-5);
+    }
+}
+
+#[test]
 fn constructors_reject_bad_parameters() {
     let ok = |i, n, m| {
         Block::new(

@@ -56,8 +56,13 @@ impl PairsByDocument {
     /// Pairs per parallel task for this many pairs on the current pool.
     pub(crate) fn task_size(&self) -> usize {
         let threads = rayon::current_num_threads().max(1);
-        (self.slots.len() / (threads * TASKS_PER_THREAD))
-            .clamp(MIN_PAIRS_PER_TASK, MAX_PAIRS_PER_TASK)
+        let n_pairs = self.slots.len();
+        if n_pairs <= threads * MIN_PAIRS_PER_TASK {
+            // A few pairs (a single query's survivors of a filter): one
+            // task per thread, each pair being thousands of FMAs.
+            return n_pairs.div_ceil(threads).max(1);
+        }
+        (n_pairs / (threads * TASKS_PER_THREAD)).clamp(MIN_PAIRS_PER_TASK, MAX_PAIRS_PER_TASK)
     }
 
     /// `scores` given in pair (document) order, put back in the query-major
