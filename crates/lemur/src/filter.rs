@@ -16,9 +16,10 @@
 //! order (faer for f32, AMX or `vdpbf16ps` for bf16), each within
 //! `gamma_h = h u / (1 - h u)` of its exact value times the product of the
 //! norms; `u = 2^-23` covers any rounding mode, not only round to nearest.
-//! The bf16 instructions flush denormals, at most `2^-126` per product and
-//! per addition. The row norms enter as their maxima over `W`, so one
-//! margin `b` per query bounds `|s32 - s16|` for every row.
+//! The bf16 instructions read denormal inputs as zero and flush denormal
+//! products and sums ([`flushed`]). The row norms enter as their maxima
+//! over `W`, so one margin `b` per query bounds `|s32 - s16|` for every
+//! row.
 //!
 //! The rule. Let `t` be the `k'`-th best bf16 score. Every document of the
 //! true top `k'` (by f32 score) has a bf16 score of at least `t - 2b`: the
@@ -40,7 +41,7 @@ use crate::pairs::PairsByDocument;
 /// f32's rounding unit, doubled so that directed rounding is covered too.
 const UNIT: f64 = f32::EPSILON as f64;
 /// The largest error one flushed denormal product or sum can add.
-pub(crate) const FLUSHED: f64 = f32::MIN_POSITIVE as f64;
+const FLUSHED: f64 = f32::MIN_POSITIVE as f64;
 /// Feature bytes of the queries rescored together: a part of L2.
 const RESCORE_FEATURE_BYTES: usize = 1 << 20;
 /// Past `n_docs / RESCORE_SHARE` survivors (and `4 k'`) a query is scored
@@ -88,11 +89,19 @@ impl FilterBounds {
         let rounding = query.exact * most.residual + query.residual * most.rounded;
         let summation =
             gamma(self.width) * (query.rounded * most.rounded + query.exact * most.exact);
-        // One flushed denormal per product and per addition of the bf16
-        // sum, each at most the smallest normal f32.
-        let flushed = 2.0 * self.width as f64 * FLUSHED;
+        let flushed = flushed(self.width, query.rounded, most.rounded);
         (rounding + summation) * (1.0 + NORM_SLACK) + flushed
     }
+}
+
+/// The most that flushing can change a bf16 dot product of `n` products
+/// of vectors with norms `x` and `y`. The bf16 instructions read denormal
+/// inputs as zero (a product `x_i y_i` with `|x_i| < 2^-126` loses at most
+/// `2^-126 |y_i|`, so the sum loses at most `2^-126 sqrt(n) (|x| + |y|)`)
+/// and flush denormal products and partial sums (at most `2^-126` each).
+pub(crate) fn flushed(n: usize, x: f64, y: f64) -> f64 {
+    let n = n as f64;
+    FLUSHED * (2.0 * n + n.sqrt() * (x + y))
 }
 
 /// A vector's f64 norms: exact, rounded to bf16, and of the residual.
@@ -266,6 +275,8 @@ pub(crate) fn rescore(
 
 #[cfg(test)]
 mod tests {
+    use lemur_maxsim::Isa;
+    use lemur_maxsim::bf16::{Bf16Matrix, dot_products_bf16};
     use proptest::prelude::*;
 
     use super::*;
@@ -324,6 +335,67 @@ mod tests {
             Some(100)
         );
         assert_eq!(shortlist.survivors(99 * RESCORE_SHARE), None);
+    }
+
+    /// The margin holds for the bf16 kernels at every level this CPU has.
+    #[test]
+    fn the_margin_bounds_the_kernels_scores() {
+        let (width, n_rows) = (203, 40);
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut value = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        };
+        let rows: Vec<f32> = (0..n_rows * width).map(|_| value() * 0.1).collect();
+        let bounds = FilterBounds::new(&rows, width);
+        let rows16 = Bf16Matrix::from_f32(&rows, width);
+        for _ in 0..6 {
+            let features: Vec<f32> = (0..width).map(|_| value()).collect();
+            let features16 = Bf16Matrix::from_f32(&features, width);
+            let margin = bounds.margin(&features);
+            for isa in Isa::available() {
+                let mut s16 = vec![0.0; n_rows];
+                dot_products_bf16(isa, &features16, &rows16, 0, n_rows, &mut s16);
+                for (j, row) in rows.chunks_exact(width).enumerate() {
+                    let s32 = f64::from(simd::dot(&features, row));
+                    assert!(
+                        (s32 - f64::from(s16[j])).abs() <= margin,
+                        "{} row {j}",
+                        isa.level()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_margin_covers_denormal_inputs_read_as_zero() {
+        // A denormal feature (2^-127, exact in bf16) times a row value of
+        // 2^100 is 2^-27 in f32; AVX512-BF16 and AMX read the feature as
+        // zero. Rounding and summation terms are about 2^-49 here, so only
+        // the inputs' flushing term covers the difference.
+        let (row, feature) = (2f32.powi(100), 2f32.powi(-127));
+        let bounds = FilterBounds::new(&[row], 1);
+        let margin = bounds.margin(&[feature]);
+        let s32 = f64::from(simd::dot(&[feature], &[row]));
+        assert_eq!(s32, 2f64.powi(-27));
+        let (features16, rows16) = (
+            Bf16Matrix::from_f32(&[feature], 1),
+            Bf16Matrix::from_f32(&[row], 1),
+        );
+        for isa in Isa::available() {
+            let mut s16 = [f32::NAN];
+            dot_products_bf16(isa, &features16, &rows16, 0, 1, &mut s16);
+            assert!(
+                (s32 - f64::from(s16[0])).abs() <= margin,
+                "{}: {}",
+                isa.level(),
+                s16[0]
+            );
+        }
+        assert!(margin < 2f64.powi(-24));
     }
 
     #[test]

@@ -14,8 +14,8 @@
 //! `|x.y - x~.y~| <= |x| |r| + |e| |y~|` (Cauchy-Schwarz). Both computed
 //! dot products are sums of `d` products in some order, each within
 //! `gamma_d |x| |y|` (or `gamma_d |x~| |y~|`) of its exact value, and the
-//! bf16 instructions flush denormals (at most `2^-126` per product and per
-//! addition), as in `filter.rs`. Two maxima over the document's tokens of
+//! bf16 instructions read denormal inputs as zero and flush denormal
+//! results (`filter::flushed`). Two maxima over the document's tokens of
 //! values that differ by at most `b_i` differ by at most `b_i`, and the
 //! `n_q` maxima are summed in f32 on both sides, within `gamma_q` times the
 //! sum of their magnitudes. The document tokens enter as their largest
@@ -35,7 +35,7 @@ use std::cmp::Ordering;
 use lemur_maxsim::MultiVectors;
 use rayon::prelude::*;
 
-use crate::filter::{FLUSHED, NORM_SLACK, Norms, gamma};
+use crate::filter::{NORM_SLACK, Norms, flushed, gamma};
 use crate::pairs::PairsByDocument;
 
 /// The largest token norms of each document: what its bound needs.
@@ -75,9 +75,12 @@ impl TokenBounds {
         let rounding = query.sums.exact * most.residual + query.sums.residual * most.rounded;
         let magnitudes = query.sums.exact * most.exact + query.sums.rounded * most.rounded;
         let summation = (gamma_d + gamma_q * (1.0 + gamma_d)) * magnitudes;
-        // Per token: one flushed denormal per product and per addition,
-        // and the flushed maxima summed once more.
-        let flushed = 4.0 * (self.dim * query.n_tokens) as f64 * FLUSHED;
+        // Per query token, what flushing can take from its dot products
+        // (`filter::flushed`, affine in the token's norm, so summed through
+        // the mean norm), and as much again for the sum of maxima.
+        let n_q = (query.n_tokens as f64).max(1.0);
+        let mean_norm = query.sums.rounded / n_q;
+        let flushed = 2.0 * n_q * flushed(self.dim, mean_norm, most.rounded);
         (rounding + summation) * (1.0 + NORM_SLACK) + flushed
     }
 }
@@ -163,8 +166,10 @@ fn kth_largest_lower_end(ranges: &[(f64, f64)], k: usize) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use lemur_maxsim::bf16::{from_bf16, to_bf16};
-    use lemur_maxsim::naive;
+    use lemur_maxsim::bf16::{
+        Bf16Vectors, PackedQueryBf16, from_bf16, maxsim_bf16_before, to_bf16,
+    };
+    use lemur_maxsim::{Isa, naive};
 
     use super::*;
 
@@ -188,6 +193,28 @@ mod tests {
         let error = f64::from(exact - approx);
         assert!(margin >= error, "{margin} < {error}");
         assert!(margin < 1.1 * error + 1e-4, "{margin} against {error}");
+    }
+
+    #[test]
+    fn the_margin_covers_denormal_inputs_read_as_zero() {
+        // Query values of 2^-127 (denormal, exact in bf16) against document
+        // values of 2^100: MaxSim 16 x 2^-27 in f32, zero where the bf16
+        // instructions read denormals as zero.
+        let dim = 16;
+        let doc = MultiVectors::new(vec![2f32.powi(100); dim], dim, &[1]).unwrap();
+        let query = vec![2f32.powi(-127); dim];
+        let exact = naive::maxsim(&query, doc.get(0), dim);
+        assert_eq!(exact, 2f32.powi(-23));
+        let bounds = TokenBounds::new(&doc);
+        let margin = bounds.margin(&QueryNorms::of(&query, dim), 0);
+        let tokens = Bf16Vectors::from_f32(&doc);
+        for isa in Isa::available() {
+            let packed = PackedQueryBf16::new(&query, dim).with_isa(isa);
+            let approx = maxsim_bf16_before(&packed, tokens.get(0), &[]);
+            let error = f64::from(exact - approx).abs();
+            assert!(margin >= error, "{}: {margin} < {error}", isa.level());
+        }
+        assert!(margin < 2f64.powi(-19));
     }
 
     #[test]

@@ -176,6 +176,23 @@ fn check_candidates(index: &Index, features: &[f32], n: usize, f32_ids: &[u32], 
 }
 
 #[test]
+fn features_that_round_to_a_bf16_tie_are_ranked_by_the_f32_scores() {
+    // Features [1 + 3 2^-9, 1 + 2^-7 + 2^-10] both round to 1 + 2^-7 in
+    // bf16, so rows [1, 0] (id 0) and [0, 1] (id 1) tie there and bf16
+    // takes id 0; in f32 row 1 wins, and the margin covers the features'
+    // rounding.
+    let mut first = vec![-1.0f32; 100];
+    let mut second = vec![-1.0f32; 100];
+    (first[0], second[0]) = (1.0, 0.0);
+    (first[1], second[1]) = (0.0, 1.0);
+    let (index, mut features) = index_of_columns(&[&first, &second]);
+    features.truncate(32);
+    features[0] = 1.0 + 3.0 * 2f32.powi(-9);
+    features[1] = 1.0 + 2f32.powi(-7) + 2f32.powi(-10);
+    check_candidates(&index, &features, 1, &[1], &[0]);
+}
+
+#[test]
 fn the_bf16_shortlist_is_ranked_by_the_f32_scores() {
     // Rows 490..500 score 10 + k 2^-16: all 10.0 in bf16, so bf16 ranks
     // them by id; the rest are far below, so the bound settles the
