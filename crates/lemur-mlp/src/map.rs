@@ -132,6 +132,13 @@ impl FeatureMap {
     /// If the slice lengths do not match the widths.
     #[track_caller]
     pub fn forward(&self, tokens: &[f32], out: &mut [f32]) {
+        self.forward_in_parts(tokens, out, 1);
+    }
+
+    /// [`FeatureMap::forward`] in chunks of rows, each spread over `parts`
+    /// rayon tasks of the current pool when `parts` is more than one.
+    #[track_caller]
+    fn forward_in_parts(&self, tokens: &[f32], out: &mut [f32], parts: usize) {
         assert_eq!(tokens.len() % self.input_dim, 0, "tokens is not [rows, d]");
         let rows = tokens.len() / self.input_dim;
         assert_eq!(out.len(), rows * self.output_dim, "out is not [rows, h]");
@@ -140,7 +147,7 @@ impl FeatureMap {
             .chunks(CHUNK_ROWS * self.input_dim)
             .zip(out.chunks_mut(CHUNK_ROWS * self.output_dim))
         {
-            self.forward_chunk(chunk, out_chunk, &mut scratch, 1);
+            self.forward_chunk(chunk, out_chunk, &mut scratch, parts);
         }
     }
 
@@ -208,9 +215,9 @@ impl FeatureMap {
     /// With `parallel`, groups of whole queries (about 256 tokens each) are
     /// processed as rayon tasks in the current pool, each with a sequential
     /// GEMM; with fewer groups than threads, each group's products are
-    /// split by columns over the pool instead. Neither changes a row's `psi` or the
-    /// order of the sums, so the result is identical for any pool size and
-    /// however the queries are batched.
+    /// split by columns over the pool instead. Neither changes a row's
+    /// `psi` or the order of the sums, so the result is identical for any
+    /// pool size and however the queries are batched.
     ///
     /// # Panics
     ///
@@ -262,18 +269,7 @@ impl FeatureMap {
                 let (first, last) = (offsets[group.start], offsets[group.end]);
                 let rows = last - first;
                 psi.resize(rows * h, 0.0);
-                let group_tokens = &tokens[first * d..last * d];
-                if split > 1 {
-                    let mut scratch = [Vec::new(), Vec::new()];
-                    for (chunk, psi_chunk) in group_tokens
-                        .chunks(CHUNK_ROWS * d)
-                        .zip(psi.chunks_mut(CHUNK_ROWS * h))
-                    {
-                        self.forward_chunk(chunk, psi_chunk, &mut scratch, split);
-                    }
-                } else {
-                    self.forward(group_tokens, psi);
-                }
+                self.forward_in_parts(&tokens[first * d..last * d], psi, split);
                 out.fill(0.0);
                 for (query, out_row) in group.clone().zip(out.chunks_exact_mut(h)) {
                     for token in offsets[query]..offsets[query + 1] {

@@ -37,6 +37,15 @@ fn random_block(rng: &mut Rng, index: usize, in_dim: usize, out_dim: usize) -> B
     .unwrap()
 }
 
+/// Row offsets of ragged queries with these token counts.
+fn offsets_of(counts: &[usize]) -> Vec<usize> {
+    let mut offsets = vec![0];
+    for c in counts {
+        offsets.push(offsets.last().unwrap() + c);
+    }
+    offsets
+}
+
 /// Largest error of any element, relative to the largest magnitude in its
 /// row (elementwise relative error is meaningless for values near zero).
 fn max_rel_err(got: &[f32], want: &[f64], width: usize) -> f64 {
@@ -130,10 +139,7 @@ fn query_features_match_f64_and_do_not_depend_on_threads() {
     let map = FeatureMap::mlp(blocks, Activation::Gelu).unwrap();
     // Query lengths straddle the 256-token grouping, including a long one.
     let counts = [1usize, 32, 300, 17, 255, 256, 2, 600];
-    let mut offsets = vec![0];
-    for c in counts {
-        offsets.push(offsets.last().unwrap() + c);
-    }
+    let offsets = offsets_of(&counts);
     let tokens = rng.vec(offsets[counts.len()] * 24, 1.0);
     let mut sequential = vec![0.0; counts.len() * 33];
     map.query_features(&tokens, &offsets, &mut sequential, false);
@@ -165,10 +171,7 @@ fn a_query_alone_spread_over_threads_gets_the_same_features() {
         FeatureMap::random(rng.vec(24 * 300, 0.2), 24, 300).unwrap(),
     ];
     let counts = [1usize, 5, 32, 300];
-    let mut offsets = vec![0];
-    for c in counts {
-        offsets.push(offsets.last().unwrap() + c);
-    }
+    let offsets = offsets_of(&counts);
     let tokens = rng.vec(offsets[counts.len()] * 24, 1.0);
     for map in &maps {
         let h = map.output_dim();
