@@ -1,8 +1,11 @@
 //! Row-major matrix products on faer, sequential by design.
 //!
-//! Every product here runs on the calling thread (`Par::Seq`): callers
-//! parallelise one level up (across token chunks, queries or blocks of
-//! documents) and must never nest a parallel GEMM inside a parallel loop.
+//! Every faer product here is `Par::Seq`: callers parallelise one level up
+//! (across token chunks, queries or blocks of documents) and must never
+//! nest a parallel GEMM inside a parallel loop. The one exception is
+//! [`matmul_a_b_in_parts`], which is that level itself: rayon tasks of
+//! sequential products over column ranges, for a product with nothing
+//! else to spread.
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
