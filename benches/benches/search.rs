@@ -122,11 +122,23 @@ fn stages(c: &mut Criterion) {
             "bf16filterall",
             index.clone().with_precision(Precision::BF16_FILTER_ALL),
         ),
+        (
+            "bf16int8filter",
+            index.clone().with_precision(Precision::BF16_INT8_FILTER),
+        ),
     ];
-    // The f32 rerank through a bf16 filter: timed against the f32 FLOP.
-    let filtered_rerank = index.clone().with_precision(Precision {
-        weights: WeightPrecision::F32,
-        tokens: TokenPrecision::Bf16Filter,
+    // The f32 rerank through a bf16 or an int8 filter: timed against the
+    // f32 FLOP.
+    let filtered_reranks = [
+        (TokenPrecision::Bf16Filter, "bf16filter"),
+        (TokenPrecision::Int8Filter, "int8filter"),
+    ]
+    .map(|(tokens, name)| {
+        let precision = Precision {
+            weights: WeightPrecision::F32,
+            tokens,
+        };
+        (name, index.clone().with_precision(precision))
     });
     let exact_top10 = index.search_batch(queries, PARAMS).expect("valid queries");
     let same_candidates = |variant: &lemur::Index| {
@@ -250,13 +262,13 @@ fn stages(c: &mut Criterion) {
                 b.iter(|| pool.install(|| rerank_bf16_batch(kernel)))
             });
         }
-        group.bench_function(BenchmarkId::new("bf16filter", format!("{threads}t")), |b| {
-            b.iter(|| {
-                pool.install(|| {
-                    filtered_rerank.rerank(&rerank_queries, rerank_candidates, PARAMS.k)
+        for (name, filtered) in &filtered_reranks {
+            group.bench_function(BenchmarkId::new(*name, format!("{threads}t")), |b| {
+                b.iter(|| {
+                    pool.install(|| filtered.rerank(&rerank_queries, rerank_candidates, PARAMS.k))
                 })
-            })
-        });
+            });
+        }
         group.finish();
 
         let mut group = c.benchmark_group("search");

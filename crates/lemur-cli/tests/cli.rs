@@ -124,11 +124,13 @@ fn build_info_search_eval_add() {
     with_out.extend(["--out", &run]);
     ok(&with_out);
     assert_eq!(std::fs::read_to_string(&run).unwrap(), stdout);
-    // Through the bf16 filters the hits are the f32 ones, scores included;
-    // plain bf16 runs too, and an unknown precision is refused.
-    let mut filtered = search.to_vec();
-    filtered.extend(["--precision", "bf16-filter-all"]);
-    assert_eq!(ok(&filtered), stdout);
+    // Through the bf16 and int8 filters the hits are the f32 ones, scores
+    // included; plain bf16 runs too, and an unknown precision is refused.
+    for preset in ["bf16-filter-all", "bf16-int8-filter"] {
+        let mut filtered = search.to_vec();
+        filtered.extend(["--precision", preset]);
+        assert_eq!(ok(&filtered), stdout, "{preset}");
+    }
     let mut bf16 = search.to_vec();
     bf16.extend(["--precision", "bf16"]);
     assert_eq!(ok(&bf16).lines().count(), 12);

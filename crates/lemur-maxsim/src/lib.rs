@@ -16,7 +16,9 @@
 //! - [`MultiVectors`] is the validated ragged storage (one flat token matrix
 //!   plus offsets) for corpora and query batches.
 //! - [`bf16`] stores corpora at half the memory and scores them with AMX
-//!   tiles or AVX512-BF16 dot products where the CPU has them.
+//!   tiles or AVX512-BF16 dot products where the CPU has them; [`int8`]
+//!   stores `W` rows and corpus tokens at a quarter, scored with exact
+//!   integer dot products (`vpdpbusd` with AVX512-VNNI).
 //! - [`naive`] holds the f64 reference the kernels are tested against.
 //!
 //! Inputs are assumed finite: the x86 `max` instructions do not propagate

@@ -140,17 +140,25 @@ impl Norms {
 
     /// The norms of `values` and of their bf16 rounding.
     pub(crate) fn of(values: &[f32]) -> Self {
-        let (mut exact, mut rounded, mut residual) = (0.0f64, 0.0f64, 0.0f64);
-        for &v in values {
-            let r = f64::from(from_bf16(to_bf16(v)));
+        Norms::between(
+            values,
+            values.iter().map(|&v| f64::from(from_bf16(to_bf16(v)))),
+        )
+    }
+
+    /// The norms of `values`, of `rounded` (the same number of values) and
+    /// of their difference.
+    pub(crate) fn between(values: &[f32], rounded: impl Iterator<Item = f64>) -> Self {
+        let (mut exact, mut rounded_sum, mut residual) = (0.0f64, 0.0f64, 0.0f64);
+        for (&v, r) in values.iter().zip(rounded) {
             let v = f64::from(v);
             exact += v * v;
-            rounded += r * r;
+            rounded_sum += r * r;
             residual += (v - r) * (v - r);
         }
         Norms {
             exact: exact.sqrt(),
-            rounded: rounded.sqrt(),
+            rounded: rounded_sum.sqrt(),
             residual: residual.sqrt(),
         }
     }

@@ -9,17 +9,19 @@
 //! read once and scored against all its queries while it sits in the
 //! cache, and the scores go back to their query's slots at the end.
 //!
-//! With a bf16 filter (`token_filter.rs`) every pair is scored in bf16 this
-//! way, and the pairs that survive its bound are scored again in f32.
+//! With a bf16 or int8 filter (`token_filter.rs`) every pair is scored on
+//! the reduced tokens this way, and the pairs that survive its bound are
+//! scored again in f32.
 
 use lemur_maxsim::bf16::{Bf16Vectors, PackedQueryBf16, maxsim_bf16_before};
+use lemur_maxsim::int8::{Int8Vectors, PackedQueryInt8, maxsim_int8_before};
 use lemur_maxsim::{MultiVectors, PackedQuery, maxsim_packed_before};
 use rayon::prelude::*;
 
 use crate::index::{Hit, Index};
 use crate::pairs::PairsByDocument;
 use crate::precision::ReducedTokens;
-use crate::token_filter;
+use crate::token_filter::{self, TokenBounds};
 
 impl<T: AsRef<[f32]> + Sync> Index<T> {
     /// Stages 4 and 5: exact MaxSim of each query against its candidates,
@@ -68,11 +70,11 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             }
             Some(ReducedTokens::Bf16Filter(tokens, bounds)) => {
                 let scores = self.score_pairs_bf16(queries, &pairs, tokens);
-                let survivors =
-                    token_filter::survivors(bounds, queries, candidates, &pairs, &scores, k);
-                let pairs = PairsByDocument::new(&survivors, self.len());
-                let scores = self.score_pairs_f32(queries, &pairs);
-                pairs.top_per_list(&survivors, &scores, k)
+                self.rerank_survivors(queries, candidates, &pairs, bounds, &scores, k)
+            }
+            Some(ReducedTokens::Int8Filter(tokens, bounds)) => {
+                let scores = self.score_pairs_int8(queries, &pairs, tokens);
+                self.rerank_survivors(queries, candidates, &pairs, bounds, &scores, k)
             }
         };
         hits.into_iter()
@@ -85,6 +87,25 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
                     .collect()
             })
             .collect()
+    }
+
+    /// The `k` best of each query's candidates by f32 score, given every
+    /// pair's score on a filter's reduced tokens: only the candidates the
+    /// filter's bound cannot rule out are scored again in f32.
+    fn rerank_survivors<Q: AsRef<[f32]> + Sync, C: AsRef<[u32]> + Sync>(
+        &self,
+        queries: &MultiVectors<Q>,
+        candidates: &[C],
+        pairs: &PairsByDocument,
+        bounds: &TokenBounds,
+        reduced_scores: &[f32],
+        k: usize,
+    ) -> Vec<Vec<lemur_topk::Hit>> {
+        let survivors =
+            token_filter::survivors(bounds, queries, candidates, pairs, reduced_scores, k);
+        let pairs = PairsByDocument::new(&survivors, self.len());
+        let scores = self.score_pairs_f32(queries, &pairs);
+        pairs.top_per_list(&survivors, &scores, k)
     }
 
     /// Exact MaxSim of every pair on the f32 tokens, in the pairs'
@@ -129,6 +150,28 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
                 None => &[],
             };
             maxsim_bf16_before(&packed[query as usize], tokens.get(doc as usize), next)
+        })
+    }
+
+    /// MaxSim of every pair on the int8 tokens, in the pairs' (document)
+    /// order.
+    fn score_pairs_int8<Q: AsRef<[f32]> + Sync>(
+        &self,
+        queries: &MultiVectors<Q>,
+        pairs: &PairsByDocument,
+        tokens: &Int8Vectors,
+    ) -> Vec<f32> {
+        let packed: Vec<PackedQueryInt8> = (0..queries.len())
+            .into_par_iter()
+            .map(|q| PackedQueryInt8::new(queries.get(q), self.dim()).with_isa(self.isa))
+            .collect();
+        score_in_document_order(pairs, |query, doc, next| {
+            let next = match next {
+                Some((_, next_doc)) if next_doc != doc => tokens.get(next_doc as usize).words,
+                Some((next_query, _)) => packed[next_query as usize].values(),
+                None => &[],
+            };
+            maxsim_int8_before(&packed[query as usize], tokens.get(doc as usize), next)
         })
     }
 }

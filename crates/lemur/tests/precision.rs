@@ -275,6 +275,16 @@ fn an_index_reranked_through_a_bf16_filter_keeps_the_f32_results() {
     assert_eq!(kept_by(Precision::BF16_FILTER_ALL, 0.0), 1.0);
 }
 
+#[test]
+fn an_index_reranked_through_an_int8_filter_keeps_the_f32_results() {
+    let filtered = Precision {
+        weights: WeightPrecision::F32,
+        tokens: TokenPrecision::Int8Filter,
+    };
+    assert_eq!(kept_by(filtered, 0.0), 1.0);
+    assert_eq!(kept_by(Precision::BF16_INT8_FILTER, 0.0), 1.0);
+}
+
 /// An index over `docs` (`[n_tokens, dim]` with `counts` tokens each) whose
 /// `W` does not matter: these tests call the rerank directly.
 fn index_of_tokens(docs: Vec<f32>, dim: usize, counts: &[usize]) -> Index {
@@ -284,8 +294,8 @@ fn index_of_tokens(docs: Vec<f32>, dim: usize, counts: &[usize]) -> Index {
 }
 
 /// Reranks `candidates` of one query in f32, in bf16 and through the bf16
-/// filter; checks the filter against f32 (hits and scores) and returns the
-/// f32 and bf16 ids.
+/// and int8 filters; checks the filters against f32 (hits and scores) and
+/// returns the f32 and bf16 ids.
 fn rerank_three_ways(index: &Index, query: &[f32], candidates: &[u32], k: usize) -> [Vec<u32>; 2] {
     let queries =
         lemur::MultiVectors::new(query.to_vec(), index.dim(), &[query.len() / index.dim()])
@@ -300,6 +310,14 @@ fn rerank_three_ways(index: &Index, query: &[f32], candidates: &[u32], k: usize)
         })
         .rerank(&queries, &lists, k);
     assert_eq!(filtered, exact);
+    let int8_filtered = index
+        .clone()
+        .with_precision(Precision {
+            weights: WeightPrecision::F32,
+            tokens: TokenPrecision::Int8Filter,
+        })
+        .rerank(&queries, &lists, k);
+    assert_eq!(int8_filtered, exact);
     let bf16 = index.clone().with_bf16().rerank(&queries, &lists, k);
     let ids = |hits: &[lemur::Hit]| hits.iter().map(|h| h.doc).collect::<Vec<u32>>();
     [ids(&exact[0]), ids(&bf16[0])]

@@ -14,7 +14,9 @@
 
 use pulp::{Simd, WithSimd};
 
-use super::{BLOCK_WORDS, CODE_OFFSET, Int8Matrix, position, round, row_bytes, words_per_row};
+use super::{
+    BLOCK_WORDS, CODE_OFFSET, Int8Matrix, code_of, position, row_bytes, scale_of, words_per_row,
+};
 use crate::{Isa, Level};
 
 /// Rows quantised to int8 with one scale each, laid out for integer dot
@@ -81,15 +83,10 @@ impl Int8Matrix {
         let mut scales = Vec::with_capacity(n_rows);
         let mut sums = Vec::with_capacity(n_rows);
         for (row, out) in rows.chunks_exact(dim).zip(words.chunks_exact_mut(per_row)) {
-            let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let scale = max / 127.0;
+            let scale = scale_of(row);
             let mut sum = 0i32;
             for (k, &value) in row.iter().enumerate() {
-                let code = if scale > 0.0 {
-                    (round(value / scale) as i32).clamp(-127, 127)
-                } else {
-                    0
-                };
+                let code = code_of(value, scale);
                 sum += code;
                 let (word, byte) = position(k);
                 out[word] |= (code as i8 as u8 as u32) << (8 * byte);

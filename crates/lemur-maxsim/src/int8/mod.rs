@@ -2,7 +2,9 @@
 //! the block of dot products between f32 rows and it: LEMUR's approximate
 //! scores `f W^T` at a quarter of the bytes of f32 `W`. With the query
 //! rows quantised as well ([`Int8Matrix::quantise_queries`]), the dot
-//! products are exact integer sums ([`dot_products_int8_exact`]).
+//! products are exact integer sums ([`dot_products_int8_exact`]). Corpus
+//! tokens quantised the same way ([`Int8Vectors`]) get an integer MaxSim
+//! ([`maxsim_int8`]), the reduced pass of an exact rerank's filter.
 //!
 //! The approximate scores only pick the `k'` candidates that the exact
 //! MaxSim then reranks, so they tolerate quantisation noise; what they do
@@ -26,9 +28,16 @@ use crate::Isa;
 
 mod integer;
 #[cfg(target_arch = "x86_64")]
+mod maxsim_vnni;
+mod tokens;
+#[cfg(target_arch = "x86_64")]
 mod vnni;
 
 pub use integer::{Int8Queries, dot_products_int8_exact};
+pub use tokens::{
+    Int8Doc, Int8Vectors, MAX_INT8_DIM, PackedQueryInt8, int8_accelerated, maxsim_int8,
+    maxsim_int8_before,
+};
 
 /// Values per block: one byte of each of [`BLOCK_WORDS`] words.
 const BLOCK_VALUES: usize = 64;
@@ -79,14 +88,10 @@ impl Int8Matrix {
             .chunks_exact(dim)
             .zip(words.chunks_exact_mut(per_row))
         {
-            let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let scale = max / 127.0;
+            let scale = scale_of(row);
             scales.push(scale);
             for k in 0..per_row * 4 {
-                let code = match row.get(k) {
-                    Some(&v) if scale > 0.0 => (round(v / scale) as i32).clamp(-127, 127),
-                    _ => 0,
-                };
+                let code = row.get(k).map_or(0, |&v| code_of(v, scale));
                 let (word, byte) = position(k);
                 out[word] |= ((code + CODE_OFFSET) as u32) << (8 * byte);
             }
@@ -186,6 +191,31 @@ impl Int8Matrix {
         }
         out
     }
+}
+
+/// The scale of a row's codes: `max |v| / 127` (0 for an all-zero row).
+fn scale_of(row: &[f32]) -> f32 {
+    row.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 127.0
+}
+
+/// `value`'s code at `scale`: the nearest integer to `value / scale` (ties
+/// to even), within `-127..=127`; 0 at scale 0.
+fn code_of(value: f32, scale: f32) -> i32 {
+    if scale > 0.0 {
+        (round(value / scale) as i32).clamp(-127, 127)
+    } else {
+        0
+    }
+}
+
+/// How int8 storage keeps `row` (as [`Int8Matrix`] rows and
+/// [`Int8Vectors`] tokens are stored): its scale and its codes, the value
+/// `k` standing for `codes[k] * scale`. What error bounds and tests on
+/// int8 scores are computed from.
+pub fn quantise(row: &[f32]) -> (f32, Vec<i8>) {
+    let scale = scale_of(row);
+    let codes = row.iter().map(|&v| code_of(v, scale) as i8).collect();
+    (scale, codes)
 }
 
 /// `x` rounded to the nearest integer (ties to even) for `|x| < 2^22`:
