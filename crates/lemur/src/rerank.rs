@@ -90,8 +90,9 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
     }
 
     /// The `k` best of each query's candidates by f32 score, given every
-    /// pair's score on a filter's reduced tokens: only the candidates the
-    /// filter's bound cannot rule out are scored again in f32.
+    /// pair's score on a filter's reduced tokens: the `k` leaders by reduced
+    /// score are scored in f32, then only the candidates the filter's bound
+    /// and their scores cannot rule out (`token_filter.rs`).
     fn rerank_survivors<Q: AsRef<[f32]> + Sync, C: AsRef<[u32]> + Sync>(
         &self,
         queries: &MultiVectors<Q>,
@@ -101,11 +102,24 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         reduced_scores: &[f32],
         k: usize,
     ) -> Vec<Vec<lemur_topk::Hit>> {
-        let survivors =
-            token_filter::survivors(bounds, queries, candidates, pairs, reduced_scores, k);
-        let pairs = PairsByDocument::new(&survivors, self.len());
-        let scores = self.score_pairs_f32(queries, &pairs);
-        pairs.top_per_list(&survivors, &scores, k)
+        let ranges = token_filter::ranges(bounds, queries, candidates, pairs, reduced_scores);
+        let positions = token_filter::leaders(&ranges, k);
+        let leaders = token_filter::documents_at(&ranges, &positions);
+        let leader_scores = self.score_lists_f32(queries, &leaders);
+        let survivors = token_filter::survivors(&ranges, &positions, &leader_scores, k);
+        let survivor_scores = self.score_lists_f32(queries, &survivors);
+        token_filter::best_of(&leaders, &leader_scores, &survivors, &survivor_scores, k)
+    }
+
+    /// Exact MaxSim of each query against each document of its list, in
+    /// document order, returned query-major in list order.
+    fn score_lists_f32<Q: AsRef<[f32]> + Sync>(
+        &self,
+        queries: &MultiVectors<Q>,
+        lists: &[Vec<u32>],
+    ) -> Vec<f32> {
+        let pairs = PairsByDocument::new(lists, self.len());
+        pairs.by_slot(&self.score_pairs_f32(queries, &pairs))
     }
 
     /// Exact MaxSim of every pair on the f32 tokens, in the pairs'

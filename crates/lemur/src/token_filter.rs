@@ -26,12 +26,18 @@
 //! (to f32, times each scale), within `gamma_3` of `|x~| |y~|`; widths
 //! below 3 use `gamma_3` for `gamma_d` so one term covers both kernels.
 //!
-//! The rule. Each candidate's f32 score lies in `[s16 - b, s16 + b]`. Let
-//! `t` be the `k`-th largest lower end. The `k` candidates whose lower
-//! ends reach `t` all score at least `t` in f32, so a candidate whose upper
-//! end is below `t` scores less than `k` others and cannot be in the top
-//! `k`; every other candidate is rescored. A bound that is not finite (a
-//! value past bf16's range) keeps the candidate.
+//! The rule. Each candidate's f32 score lies in `[s - b, s + b]`. The `k`
+//! candidates with the best reduced scores (the leaders) are scored in f32
+//! first; let `t` be the larger of their smallest f32 score and the `k`-th
+//! largest lower end. Either way `k` candidates score at least `t` in f32,
+//! so a candidate whose upper end is below `t` scores less than `k` others
+//! and cannot be in the top `k`; every other candidate is scored in f32
+//! too. The leaders' scores put `t` near the `k`-th best f32 score, where
+//! the lower ends alone put it about `b` below, so about half as many
+//! candidates are scored again. Where the lower ends alone leave at most
+//! `1.5 k` candidates (the bf16 filter, mostly), those are scored at once
+//! instead. A bound that is not finite keeps the candidate, and a leader's
+//! score that is not finite sets no threshold.
 //!
 //! [`TokenPrecision::Bf16Filter`]: crate::TokenPrecision::Bf16Filter
 //! [`TokenPrecision::Int8Filter`]: crate::TokenPrecision::Int8Filter
@@ -44,6 +50,7 @@ use rayon::prelude::*;
 
 use crate::filter::{NORM_SLACK, Norms, flushed, gamma};
 use crate::pairs::PairsByDocument;
+use lemur_topk::{Hit, TopK};
 
 /// How the filter's copy of the tokens is rounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,24 +151,39 @@ impl QueryNorms {
     }
 }
 
-/// The candidates of each query that can be among its `k` best by f32
-/// score, in candidate order, given every pair's reduced (bf16 or int8)
-/// score in pair (document) order.
-pub(crate) fn survivors<Q: AsRef<[f32]> + Sync, C: AsRef<[u32]> + Sync>(
+/// A candidate's reduced score and the range its f32 score lies in.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Range {
+    doc: u32,
+    score: f32,
+    lower: f64,
+    upper: f64,
+}
+
+impl Range {
+    /// `[score - margin, score + margin]` for document `doc`.
+    fn new(doc: u32, score: f32, margin: f64) -> Self {
+        let wide = f64::from(score);
+        Range {
+            doc,
+            score,
+            lower: wide - margin,
+            upper: wide + margin,
+        }
+    }
+}
+
+/// Every candidate's range, per query in candidate order, given every
+/// pair's reduced (bf16 or int8) score in pair (document) order.
+pub(crate) fn ranges<Q: AsRef<[f32]> + Sync, C: AsRef<[u32]> + Sync>(
     bounds: &TokenBounds,
     queries: &MultiVectors<Q>,
     candidates: &[C],
     pairs: &PairsByDocument,
     reduced_scores: &[f32],
-    k: usize,
-) -> Vec<Vec<u32>> {
+) -> Vec<Vec<Range>> {
     let by_slot = pairs.by_slot(reduced_scores);
-    let mut offsets = Vec::with_capacity(candidates.len());
-    let mut offset = 0;
-    for list in candidates {
-        offsets.push(offset);
-        offset += list.as_ref().len();
-    }
+    let offsets = list_offsets(candidates.iter().map(|list| list.as_ref().len()));
     candidates
         .par_iter()
         .zip(offsets)
@@ -169,34 +191,139 @@ pub(crate) fn survivors<Q: AsRef<[f32]> + Sync, C: AsRef<[u32]> + Sync>(
         .map(|(q, (list, offset))| {
             let list = list.as_ref();
             let query = QueryNorms::of(queries.get(q), queries.dim(), bounds.rounding);
-            let ranges: Vec<(f64, f64)> = list
-                .iter()
-                .zip(&by_slot[offset..offset + list.len()])
-                .map(|(&doc, &score)| {
-                    let margin = bounds.margin(&query, doc as usize);
-                    let score = f64::from(score);
-                    (score - margin, score + margin)
-                })
-                .collect();
-            let threshold = kth_largest_lower_end(&ranges, k);
             list.iter()
-                .zip(&ranges)
-                // Kept unless provably below: a NaN upper end is kept.
-                .filter(|&(_, &(_, upper))| upper.partial_cmp(&threshold) != Some(Ordering::Less))
-                .map(|(&doc, _)| doc)
+                .zip(&by_slot[offset..offset + list.len()])
+                .map(|(&doc, &score)| Range::new(doc, score, bounds.margin(&query, doc as usize)))
                 .collect()
+        })
+        .collect()
+}
+
+/// Per query, the positions in its list of the candidates scored in f32
+/// first: the `k` with the best reduced scores (ties to the earlier
+/// position), best first, whose f32 scores set a threshold for the rest
+/// ([`survivors`]); or, where the lower ends alone leave at most `1.5 k`
+/// candidates, all of those (a second pass would save next to nothing).
+/// Positions, not ids, so a list that names a document twice keeps both
+/// entries, as the f32 rerank does.
+pub(crate) fn leaders(ranges: &[Vec<Range>], k: usize) -> Vec<Vec<u32>> {
+    ranges
+        .iter()
+        .map(|list| {
+            let threshold = kth_largest(list.iter().map(|range| range.lower), k);
+            let kept: Vec<u32> = (0..list.len() as u32)
+                .filter(|&p| !is_below(&list[p as usize], threshold))
+                .collect();
+            if kept.len() <= k + k / 2 {
+                return kept;
+            }
+            let mut top = TopK::new(k.min(list.len()));
+            for (position, range) in list.iter().enumerate() {
+                top.push(position as u32, range.score);
+            }
+            top.into_sorted_vec()
+                .into_iter()
+                .map(|hit| hit.id)
+                .collect()
+        })
+        .collect()
+}
+
+/// The documents at `positions` of each query's list.
+pub(crate) fn documents_at(ranges: &[Vec<Range>], positions: &[Vec<u32>]) -> Vec<Vec<u32>> {
+    ranges
+        .iter()
+        .zip(positions)
+        .map(|(list, positions)| positions.iter().map(|&p| list[p as usize].doc).collect())
+        .collect()
+}
+
+/// Per query, the candidates other than its leaders (given by position)
+/// that can still be among its `k` best by f32 score, in candidate order,
+/// given the leaders' f32 scores (query-major, in leader order).
+pub(crate) fn survivors(
+    ranges: &[Vec<Range>],
+    leaders: &[Vec<u32>],
+    leader_scores: &[f32],
+    k: usize,
+) -> Vec<Vec<u32>> {
+    let offsets = list_offsets(leaders.iter().map(Vec::len));
+    ranges
+        .par_iter()
+        .zip(leaders)
+        .zip(offsets)
+        .map(|((list, leaders), offset)| {
+            let scores = &leader_scores[offset..offset + leaders.len()];
+            // `k` leaders score at least their smallest f32 score; a score
+            // that is not finite (overflow) sets no threshold.
+            let exact = if leaders.len() == k && scores.iter().all(|s| s.is_finite()) {
+                scores
+                    .iter()
+                    .fold(f64::INFINITY, |t, &s| t.min(f64::from(s)))
+            } else {
+                f64::NEG_INFINITY
+            };
+            let threshold = kth_largest(list.iter().map(|range| range.lower), k).max(exact);
+            list.iter()
+                .enumerate()
+                .filter(|&(position, _)| !leaders.contains(&(position as u32)))
+                .filter(|(_, range)| !is_below(range, threshold))
+                .map(|(_, range)| range.doc)
+                .collect()
+        })
+        .collect()
+}
+
+/// The `k` best of each query's leaders and survivors together (best
+/// first, ties to the lower id), from their f32 scores (query-major, in
+/// list order).
+pub(crate) fn best_of(
+    leaders: &[Vec<u32>],
+    leader_scores: &[f32],
+    survivors: &[Vec<u32>],
+    survivor_scores: &[f32],
+    k: usize,
+) -> Vec<Vec<Hit>> {
+    let mut leader_scores = leader_scores.iter();
+    let mut survivor_scores = survivor_scores.iter();
+    leaders
+        .iter()
+        .zip(survivors)
+        .map(|(leaders, survivors)| {
+            let mut top = TopK::new(k.min(leaders.len() + survivors.len()));
+            for (&doc, &score) in leaders.iter().zip(leader_scores.by_ref()) {
+                top.push(doc, score);
+            }
+            for (&doc, &score) in survivors.iter().zip(survivor_scores.by_ref()) {
+                top.push(doc, score);
+            }
+            top.into_sorted_vec()
+        })
+        .collect()
+}
+
+/// Whether a candidate's upper end is provably below `threshold` (a NaN
+/// upper end is not: the candidate is kept).
+fn is_below(range: &Range, threshold: f64) -> bool {
+    range.upper.partial_cmp(&threshold) == Some(Ordering::Less)
+}
+
+/// Where each list starts in the query-major concatenation of lists of
+/// these lengths.
+fn list_offsets(lengths: impl Iterator<Item = usize>) -> Vec<usize> {
+    lengths
+        .scan(0, |offset, len| {
+            let start = *offset;
+            *offset += len;
+            Some(start)
         })
         .collect()
 }
 
 /// The `k`-th largest finite lower end, or minus infinity when fewer than
 /// `k` are finite (then nothing is provably out).
-fn kth_largest_lower_end(ranges: &[(f64, f64)], k: usize) -> f64 {
-    let mut lower: Vec<f64> = ranges
-        .iter()
-        .map(|&(lower, _)| lower)
-        .filter(|lower| lower.is_finite())
-        .collect();
+fn kth_largest(lower_ends: impl Iterator<Item = f64>, k: usize) -> f64 {
+    let mut lower: Vec<f64> = lower_ends.filter(|lower| lower.is_finite()).collect();
     if k == 0 || lower.len() < k {
         return f64::NEG_INFINITY;
     }
@@ -336,9 +463,56 @@ mod tests {
 
     #[test]
     fn the_kth_lower_end_ignores_what_is_not_finite() {
-        let ranges = [(3.0, 5.0), (f64::NAN, f64::NAN), (1.0, 2.0), (4.0, 6.0)];
-        assert_eq!(kth_largest_lower_end(&ranges, 1), 4.0);
-        assert_eq!(kth_largest_lower_end(&ranges, 3), 1.0);
-        assert_eq!(kth_largest_lower_end(&ranges, 4), f64::NEG_INFINITY);
+        let lower = [3.0, f64::NAN, 1.0, 4.0];
+        assert_eq!(kth_largest(lower.into_iter(), 1), 4.0);
+        assert_eq!(kth_largest(lower.into_iter(), 3), 1.0);
+        assert_eq!(kth_largest(lower.into_iter(), 4), f64::NEG_INFINITY);
+    }
+
+    fn range(doc: u32, score: f32, margin: f64) -> Range {
+        Range::new(doc, score, margin)
+    }
+
+    #[test]
+    fn the_leaders_f32_scores_raise_the_threshold() {
+        // Reduced scores 10, 9, 8.5, 8 with margin 1: by lower ends alone
+        // (9 and 8 for k = 2) document 3 (upper end 9) survives. The
+        // leaders (0 and 1) score 10.2 and 9.3 in f32, so nothing whose
+        // upper end is below 9.3 can be among the best two. (All four pass
+        // the lower ends, more than 1.5 k, so there are leaders; documents
+        // are at their own positions here.)
+        let list = vec![
+            range(0, 10.0, 1.0),
+            range(1, 9.0, 1.0),
+            range(2, 8.5, 1.0),
+            range(3, 8.0, 1.0),
+        ];
+        let ranges = vec![list];
+        let positions = leaders(&ranges, 2);
+        assert_eq!(positions, vec![vec![0, 1]]);
+        assert_eq!(
+            survivors(&ranges, &positions, &[10.2, 9.3], 2),
+            vec![vec![2]]
+        );
+        // A leader that overflowed sets no threshold; the lower ends do.
+        let overflowed = survivors(&ranges, &positions, &[f32::INFINITY, 9.3], 2);
+        assert_eq!(overflowed, vec![vec![2, 3]]);
+        let docs = documents_at(&ranges, &positions);
+        // With at most 1.5 k candidates left by the lower ends, those are
+        // all scored at once and nothing is left for a second pass.
+        let few = vec![vec![
+            range(0, 10.0, 0.1),
+            range(1, 9.0, 0.1),
+            range(2, 8.85, 0.1),
+        ]];
+        let all_left = leaders(&few, 2);
+        assert_eq!(all_left, vec![vec![0, 1, 2]]);
+        assert_eq!(
+            survivors(&few, &all_left, &[10.0, 9.0, 8.9], 2),
+            vec![Vec::<u32>::new()]
+        );
+        let best = best_of(&docs, &[10.2, 9.3], &[vec![2]], &[9.3], 2);
+        let ids: Vec<u32> = best[0].iter().map(|hit| hit.id).collect();
+        assert_eq!(ids, vec![0, 1], "a tie goes to the lower id");
     }
 }
