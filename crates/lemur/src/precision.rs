@@ -63,12 +63,14 @@ pub enum TokenPrecision {
     /// the corpus memory).
     Bf16Filter,
     /// The same filter on an int8 copy (one scale per token, a quarter of
-    /// the bytes): exact integer dot products, `vpdpbusd` on CPUs with
-    /// AVX512-VNNI (about 1.8x the bf16 kernel's speed on an AMD EPYC Zen
-    /// 4), a portable integer loop elsewhere (slow: choose this only where
-    /// [`lemur_maxsim::int8::int8_accelerated`] holds). Its bound is about
+    /// the bytes): exact integer dot products with `vpdpbusd` (about 1.8x
+    /// the bf16 kernel's speed on an AMD EPYC Zen 4). Its bound is about
     /// four times bf16's, so more candidates are scored again in f32 (on
-    /// W10k about 29 of 200); the hits are still the f32 rerank's.
+    /// W10k about 16 of 200); the hits are still the f32 rerank's. Where
+    /// the index runs below the AVX-512 level or the CPU lacks
+    /// AVX512-VNNI ([`lemur_maxsim::int8::int8_accelerated`]) the integer
+    /// loop would be slower than f32 itself, so the rerank runs in f32
+    /// directly: the same hits.
     Int8Filter,
 }
 

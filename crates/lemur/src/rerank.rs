@@ -14,7 +14,7 @@
 //! scored again in f32.
 
 use lemur_maxsim::bf16::{Bf16Vectors, PackedQueryBf16, maxsim_bf16_before};
-use lemur_maxsim::int8::{Int8Vectors, PackedQueryInt8, maxsim_int8_before};
+use lemur_maxsim::int8::{Int8Vectors, PackedQueryInt8, int8_accelerated, maxsim_int8_before};
 use lemur_maxsim::{MultiVectors, PackedQuery, maxsim_packed_before};
 use rayon::prelude::*;
 
@@ -58,7 +58,12 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         let reduced = self
             .reduced
             .as_ref()
-            .and_then(|copies| copies.tokens.as_ref());
+            .and_then(|copies| copies.tokens.as_ref())
+            // Without VNNI the int8 pass costs more than f32 itself, and
+            // the filter's hits are the f32 rerank's anyway.
+            .filter(|tokens| {
+                !matches!(tokens, ReducedTokens::Int8Filter(..)) || int8_accelerated(self.isa)
+            });
         let hits = match reduced {
             None => {
                 let scores = self.score_pairs_f32(queries, &pairs);

@@ -6,7 +6,7 @@
 use lemur::maxsim::MultiVectors;
 use lemur::maxsim::bf16::{Bf16Vectors, PackedQueryBf16, maxsim_bf16};
 use lemur::synthetic::{self, CorpusSpec, Rng};
-use lemur::{DocWeights, Hit, Index, Precision, TokenPrecision, WeightPrecision};
+use lemur::{DocWeights, Hit, Index, Isa, Precision, TokenPrecision, WeightPrecision};
 
 /// The oracle: each candidate's naive MaxSim, best first, ties to the
 /// lower id, cut to `k`.
@@ -119,18 +119,24 @@ fn filtered_reranks_return_the_f32_hits() {
     // Through either filter the hits are the f32 rerank's, scores and ties
     // included, on lists that repeat a document, hold one candidate or none,
     // for k below, at and above the lists' lengths.
+    // At every level: the int8 filter runs where the CPU has AVX512-VNNI
+    // and falls back to the f32 rerank below AVX-512.
     let (index, queries, candidates) = fixture();
-    for tokens in [TokenPrecision::Bf16Filter, TokenPrecision::Int8Filter] {
-        let filtered = index.clone().with_precision(Precision {
-            weights: WeightPrecision::F32,
-            tokens,
-        });
-        for threads in [1, 2] {
-            let pool = pool(threads);
-            for k in [1, 3, 10, 50] {
-                let want = pool.install(|| index.rerank(&queries, &candidates, k));
-                let got = pool.install(|| filtered.rerank(&queries, &candidates, k));
-                assert_eq!(got, want, "{tokens:?}, k = {k}, {threads} threads");
+    for isa in Isa::available() {
+        let index = index.clone().with_isa(isa);
+        for tokens in [TokenPrecision::Bf16Filter, TokenPrecision::Int8Filter] {
+            let filtered = index.clone().with_precision(Precision {
+                weights: WeightPrecision::F32,
+                tokens,
+            });
+            for threads in [1, 2] {
+                let pool = pool(threads);
+                for k in [1, 3, 10, 50] {
+                    let want = pool.install(|| index.rerank(&queries, &candidates, k));
+                    let got = pool.install(|| filtered.rerank(&queries, &candidates, k));
+                    let level = isa.level();
+                    assert_eq!(got, want, "{level}, {tokens:?}, k = {k}, {threads} threads");
+                }
             }
         }
     }
