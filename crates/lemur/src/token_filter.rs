@@ -4,7 +4,8 @@
 //! Of a query's `k'` candidates only the few near its `k`-th best matter:
 //! on W10k the bf16 margin below is about 0.12 and 12 of 200 candidates
 //! survive it (MaxSim scores spread over about 6 points); the int8 margin
-//! is about 0.49 and 29 survive. So every candidate is scored on the
+//! is about 0.49 and 29 survive it, 16 with the leaders' scores (the rule
+//! below). So every candidate is scored on the
 //! reduced tokens first, an error bound on those scores says which
 //! candidates can still be among the `k` best by their f32 score, and only
 //! those are scored again on the f32 tokens, by the same kernel as the f32

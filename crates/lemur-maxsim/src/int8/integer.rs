@@ -192,7 +192,7 @@ impl WithSimd for IntegerDotsOp<'_> {
 /// The four signed-by-unsigned byte products of two words, summed (what
 /// `vpdpbusd` adds per lane).
 #[inline(always)]
-fn word_dot(signed: u32, unsigned: u32) -> i32 {
+pub(super) fn word_dot(signed: u32, unsigned: u32) -> i32 {
     (0..4)
         .map(|j| (signed >> (8 * j)) as u8 as i8 as i32 * ((unsigned >> (8 * j)) as u8 as i32))
         .sum()

@@ -24,6 +24,7 @@ use pulp::{Simd, WithSimd};
 use crate::aligned::AlignedU32;
 use crate::{Isa, Level, MultiVectors};
 
+use super::integer::word_dot;
 use super::{CODE_OFFSET, code_of, scale_of};
 
 /// Query tokens per block: one 512-bit register of `i32` lanes.
@@ -59,12 +60,12 @@ pub struct Int8Doc<'a> {
 }
 
 impl Int8Vectors {
-    /// Quantises every token of `set`.
+    /// Quantises every token of `set` (finite: [`MultiVectors::new`]
+    /// refuses anything else).
     ///
     /// # Panics
     ///
-    /// If the width exceeds [`MAX_INT8_DIM`] or a value is not finite
-    /// ([`MultiVectors::new`] refuses those already).
+    /// If the width exceeds [`MAX_INT8_DIM`].
     #[track_caller]
     pub fn from_f32<T: AsRef<[f32]>>(set: &MultiVectors<T>) -> Self {
         let dim = set.dim();
@@ -80,7 +81,6 @@ impl Int8Vectors {
             .chunks_exact_mut(quads)
             .zip(set.tokens().chunks_exact(dim))
         {
-            assert!(token.iter().all(|v| v.is_finite()), "values must be finite");
             let scale = scale_of(token);
             let mut sum = 0i32;
             for (k, &value) in token.iter().enumerate() {
@@ -210,22 +210,21 @@ impl PackedQueryInt8 {
         let n_tokens = query.len() / dim;
         let quads = dim.div_ceil(4);
         let blocks = n_tokens.div_ceil(BLOCK);
-        let offset = CODE_OFFSET as u32;
-        let padding = offset * 0x0101_0101;
+        // Code 0 everywhere first: padding lanes and values add nothing.
+        let zero = CODE_OFFSET as u8;
         let mut packed = AlignedU32::zeroed(blocks * quads * BLOCK);
-        packed.fill(padding);
+        packed.fill(u32::from_le_bytes([zero; 4]));
         let mut scales = vec![0.0; blocks * BLOCK];
         for (i, token) in query.chunks_exact(dim).enumerate() {
             let (block, lane) = (i / BLOCK, i % BLOCK);
             let scale = scale_of(token);
             scales[i] = scale;
             for (q, values) in token.chunks(4).enumerate() {
-                let mut word = padding;
-                for (b, &value) in values.iter().enumerate() {
-                    let byte = (code_of(value, scale) + CODE_OFFSET) as u32;
-                    word = (word & !(0xFF << (8 * b))) | (byte << (8 * b));
+                let mut bytes = [zero; 4];
+                for (byte, &value) in bytes.iter_mut().zip(values) {
+                    *byte = (code_of(value, scale) + CODE_OFFSET) as u8;
                 }
-                packed[(block * quads + q) * BLOCK + lane] = word;
+                packed[(block * quads + q) * BLOCK + lane] = u32::from_le_bytes(bytes);
             }
         }
         PackedQueryInt8 {
@@ -342,7 +341,7 @@ impl WithSimd for IntegerMaxSimOp<'_> {
                     .iter()
                     .enumerate()
                     .fold(self.doc.starts[t], |sum, (q, &codes)| {
-                        sum + word_products(codes, words(q))
+                        sum + word_dot(codes, words(q))
                     });
                 best = best.max(sum as f32 * self.doc.scales[t]);
             }
@@ -350,17 +349,6 @@ impl WithSimd for IntegerMaxSimOp<'_> {
         }
         total
     }
-}
-
-/// The four products of a word of signed codes and a word of unsigned
-/// bytes, summed: one `vpdpbusd` lane.
-#[inline(always)]
-fn word_products(signed: u32, unsigned: u32) -> i32 {
-    (0..4)
-        .map(|b| {
-            i32::from((signed >> (8 * b)) as u8 as i8) * i32::from((unsigned >> (8 * b)) as u8)
-        })
-        .sum()
 }
 
 #[cfg(test)]
