@@ -7,12 +7,15 @@
 
 use std::time::Duration;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{
+    BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
+};
 use lemur::maxsim::bf16::{
     Bf16Kernel, Bf16Matrix, Bf16Vectors, PackedQueryBf16, dot_products_bf16, rerank_bf16,
 };
 use lemur::topk::top_k_rows;
-use lemur::{Isa, Precision, SearchParams, TokenPrecision, WeightPrecision};
+use lemur::{Index, Isa, MultiVectors, Precision, SearchParams, TokenPrecision, WeightPrecision};
 use lemur_bench::{QUERY_TOKENS, fma_peak, fma_peak_flop, pool, workload};
 use rayon::prelude::*;
 
@@ -125,6 +128,10 @@ fn stages(c: &mut Criterion) {
         (
             "bf16int8filter",
             index.clone().with_precision(Precision::BF16_INT8_FILTER),
+        ),
+        (
+            "int8filters",
+            index.clone().with_precision(Precision::INT8_FILTERS),
         ),
     ];
     // The f32 rerank through a bf16 or an int8 filter: timed against the
@@ -272,49 +279,15 @@ fn stages(c: &mut Criterion) {
         group.finish();
 
         let mut group = c.benchmark_group("search");
-        group.throughput(Throughput::Elements(BATCH as u64));
-        group.bench_function(BenchmarkId::new("batch1000", format!("{threads}t")), |b| {
-            b.iter(|| pool.install(|| index.search_batch(queries, PARAMS).expect("valid queries")))
-        });
-        group.throughput(Throughput::Elements(1));
-        let mut next = 0;
-        group.bench_function(BenchmarkId::new("one_query", format!("{threads}t")), |b| {
-            b.iter(|| {
-                next = (next + 1) % BATCH;
-                pool.install(|| {
-                    index
-                        .search_one(queries.get(next), PARAMS)
-                        .expect("valid query")
-                })
-            })
-        });
+        search_rows(&mut group, &pool, threads, "", index, queries);
         for (name, variant) in &variants {
-            group.throughput(Throughput::Elements(BATCH as u64));
-            group.bench_function(
-                BenchmarkId::new(format!("batch1000_{name}"), format!("{threads}t")),
-                |b| {
-                    b.iter(|| {
-                        pool.install(|| {
-                            variant
-                                .search_batch(queries, PARAMS)
-                                .expect("valid queries")
-                        })
-                    })
-                },
-            );
-            group.throughput(Throughput::Elements(1));
-            group.bench_function(
-                BenchmarkId::new(format!("one_query_{name}"), format!("{threads}t")),
-                |b| {
-                    b.iter(|| {
-                        next = (next + 1) % BATCH;
-                        pool.install(|| {
-                            variant
-                                .search_one(queries.get(next), PARAMS)
-                                .expect("valid query")
-                        })
-                    })
-                },
+            search_rows(
+                &mut group,
+                &pool,
+                threads,
+                &format!("_{name}"),
+                variant,
+                queries,
             );
         }
         group.finish();
@@ -330,12 +303,84 @@ fn stages(c: &mut Criterion) {
     group.finish();
 }
 
+/// Times `index` on the whole batch of `queries` (`batch1000{suffix}`)
+/// and on one query at a time, taken in turn (`one_query{suffix}`).
+fn search_rows(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    pool: &rayon::ThreadPool,
+    threads: usize,
+    suffix: &str,
+    index: &Index,
+    queries: &MultiVectors,
+) {
+    group.throughput(Throughput::Elements(queries.len() as u64));
+    group.bench_function(
+        BenchmarkId::new(format!("batch1000{suffix}"), format!("{threads}t")),
+        |b| b.iter(|| pool.install(|| index.search_batch(queries, PARAMS).expect("valid queries"))),
+    );
+    group.throughput(Throughput::Elements(1));
+    let mut next = 0;
+    group.bench_function(
+        BenchmarkId::new(format!("one_query{suffix}"), format!("{threads}t")),
+        |b| {
+            b.iter(|| {
+                next = (next + 1) % queries.len();
+                pool.install(|| {
+                    index
+                        .search_one(queries.get(next), PARAMS)
+                        .expect("valid query")
+                })
+            })
+        },
+    );
+}
+
+/// The pipeline on W10k with a fitted `W` (`lemur_bench::fitted_workload`),
+/// whose best documents stand out as a real index's do: what the filtered
+/// precisions are for. One query at a time and batches of 1000, f32
+/// against the presets that keep its hits (and plain bf16 for reference).
+fn fitted(c: &mut Criterion) {
+    let w = lemur_bench::fitted_workload(BATCH);
+    let (index, queries) = (&w.index, &w.queries);
+    let exact = index.search_batch(queries, PARAMS).expect("valid queries");
+    let variants = [
+        ("f32", Precision::F32),
+        ("bf16", Precision::BF16),
+        ("bf16filterall", Precision::BF16_FILTER_ALL),
+        ("bf16int8filter", Precision::BF16_INT8_FILTER),
+        ("int8filters", Precision::INT8_FILTERS),
+    ]
+    .map(|(name, precision)| (name, index.clone().with_precision(precision)));
+    for (name, variant) in &variants {
+        let hits = variant
+            .search_batch(queries, PARAMS)
+            .expect("valid queries");
+        let same = hits.iter().zip(&exact).filter(|(a, b)| a == b).count();
+        println!("fitted {name}: the f32 hits (ids and scores) for {same} of {BATCH} queries");
+    }
+    for threads in THREADS {
+        let pool = pool(threads);
+        let mut group = c.benchmark_group("fitted");
+        for (name, variant) in &variants {
+            search_rows(
+                &mut group,
+                &pool,
+                threads,
+                &format!("_{name}"),
+                variant,
+                queries,
+            );
+        }
+        group.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
-    targets = peak, stages
+    targets = peak, stages, fitted
 }
 criterion_main!(benches);

@@ -126,7 +126,7 @@ fn build_info_search_eval_add() {
     assert_eq!(std::fs::read_to_string(&run).unwrap(), stdout);
     // Through the bf16 and int8 filters the hits are the f32 ones, scores
     // included; plain bf16 runs too, and an unknown precision is refused.
-    for preset in ["bf16-filter-all", "bf16-int8-filter"] {
+    for preset in ["bf16-filter-all", "bf16-int8-filter", "int8-filters"] {
         let mut filtered = search.to_vec();
         filtered.extend(["--precision", preset]);
         assert_eq!(ok(&filtered), stdout, "{preset}");

@@ -1,53 +1,52 @@
-//! The f32 candidates at the bytes of bf16 ([`WeightPrecision::Bf16Filter`]).
+//! The f32 candidates at the bytes of bf16 or int8
+//! ([`WeightPrecision::Bf16Filter`], [`WeightPrecision::Int8Filter`]): the
+//! error bounds. `shortlist.rs` applies them.
 //!
-//! A bf16 pass over `W` scores every document approximately and keeps a
+//! A reduced pass over `W` scores every document approximately and keeps a
 //! shortlist; an error bound on those scores says which documents could
 //! still be among the `k'` best by their f32 score, and only those rows of
-//! the f32 `W` are read again. For one query that is the bf16 `W` (half of
-//! f32's bytes) plus a few hundred f32 rows, and the candidates are the
-//! ones scoring all of `W` in f32 gives (up to f32 rounding, which
-//! separates two scores by far less than the bound).
+//! the f32 `W` are read again. For one query that is the reduced `W` (a
+//! half or a quarter of f32's bytes) plus a few hundred f32 rows, and the
+//! candidates are the ones scoring all of `W` in f32 gives (up to f32
+//! rounding, which separates two scores by far less than the bound).
 //!
-//! The bound. For query features `f`, their bf16 rounding `f~ = f - e` and
-//! a row `w` of `W` with its rounding `w~ = w - d`:
+//! The bound. For query features `f`, their rounding `f~ = f - e` and a
+//! row `w` of `W` with its rounding `w~ = w - d`:
 //!
 //! `f.w - f~.w~ = f.d + e.w~`, so `|f.w - f~.w~| <= |f| |d| + |e| |w~|`
-//! (Cauchy-Schwarz). Both computed scores are sums of `h` products in some
-//! order (faer for f32, AMX or `vdpbf16ps` for bf16), each within
-//! `gamma_h = h u / (1 - h u)` of its exact value times the product of the
-//! norms; `u = 2^-23` covers any rounding mode, not only round to nearest.
-//! The bf16 instructions read denormal inputs as zero and flush denormal
-//! products and sums ([`flushed`]). The row norms enter as their maxima
-//! over `W`, so one margin `b` per query bounds `|s32 - s16|` for every
-//! row.
+//! (Cauchy-Schwarz). The f32 score is a sum of `h` products in some order
+//! (faer, or the rescoring's dot product), within `gamma_h = h u / (1 - h u)`
+//! of its exact value times the product of the norms; `u = 2^-23` covers
+//! any rounding mode, not only round to nearest.
 //!
-//! The rule. Let `t` be the `k'`-th best bf16 score. Every document of the
-//! true top `k'` (by f32 score) has a bf16 score of at least `t - 2b`: the
-//! `k'` documents at or above `t` have f32 scores of at least `t - b`,
-//! and a document below `t - 2b` has an f32 score below that. The
-//! [`Shortlist`] keeps every document above `t - 2b` as the scores stream
-//! by. A query whose margin is not finite (values that overflow bf16), or
-//! with survivors past an eighth of `W`, is scored on the f32 `W` in full.
+//! - bf16 (AMX or `vdpbf16ps`): the reduced score is a sum of `h` products
+//!   too, and the instructions read denormal inputs as zero and flush
+//!   denormal products and sums ([`flushed`]). The row norms enter as
+//!   their maxima over `W`, so one margin `b` per query bounds
+//!   `|s32 - s16|` for every row.
+//! - int8 (one scale per row and per query, exact integer sums): the
+//!   integer sum is turned into f32 and multiplied by the two scales, three
+//!   roundings within `gamma_3 |f~| |w~|`. Rows are quantised to their own
+//!   largest value, so their residuals differ far more than bf16's: the
+//!   norms are kept per row and each row gets its own margin `b_j`, linear
+//!   in its three norms ([`Margins`]).
+//!
+//! The rule. Each row's f32 score lies in `[s - b_j, s + b_j]`. Let `t` be
+//! the `k'`-th largest lower end: `k'` rows have f32 scores of at least
+//! `t`, so every row of the true top `k'` (by f32 score) has an upper end
+//! of at least `t`; the others cannot be among them. With one margin for
+//! every row that is the rows within `2b` of the `k'`-th best score.
 //!
 //! [`WeightPrecision::Bf16Filter`]: crate::WeightPrecision::Bf16Filter
+//! [`WeightPrecision::Int8Filter`]: crate::WeightPrecision::Int8Filter
 
 use lemur_maxsim::bf16::{from_bf16, to_bf16};
-use lemur_mlp::simd;
-use lemur_topk::{Hit, TopK};
-use rayon::prelude::*;
-
-use crate::pairs::PairsByDocument;
+use lemur_maxsim::int8::quantise;
 
 /// f32's rounding unit, doubled so that directed rounding is covered too.
 const UNIT: f64 = f32::EPSILON as f64;
 /// The largest error one flushed denormal product or sum can add.
 const FLUSHED: f64 = f32::MIN_POSITIVE as f64;
-/// Feature bytes of the queries rescored together: a part of L2.
-const RESCORE_FEATURE_BYTES: usize = 1 << 20;
-/// Past `n_docs / RESCORE_SHARE` survivors (and `4 k'`) a query is scored
-/// on all of the f32 `W` instead: a GEMM does about eight times the dot
-/// products per second that the rescoring of scattered rows does.
-const RESCORE_SHARE: usize = 8;
 /// Slack for the f64 norms themselves (relative).
 pub(crate) const NORM_SLACK: f64 = 1e-9;
 
@@ -91,6 +90,115 @@ impl FilterBounds {
             gamma(self.width) * (query.rounded * most.rounded + query.exact * most.exact);
         let flushed = flushed(self.width, query.rounded, most.rounded);
         (rounding + summation) * (1.0 + NORM_SLACK) + flushed
+    }
+}
+
+/// How far each row's reduced score can lie from its f32 score, for one
+/// query.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Margins<'a> {
+    /// One margin for every row.
+    Same(f64),
+    /// Row `j`'s margin is `exact |w_j| + rounded |w~_j| + residual
+    /// |w_j - w~_j|` (its norms from `rows`), times the norm slack, plus
+    /// `FLUSHED` for the roundings of results near the smallest normal;
+    /// `most` holds each norm's maximum over the rows.
+    PerRow {
+        exact: f64,
+        rounded: f64,
+        residual: f64,
+        rows: &'a [Norms],
+        most: Norms,
+    },
+}
+
+impl Margins<'_> {
+    /// Whether every margin is finite (features that overflow are not).
+    pub(crate) fn is_finite(&self) -> bool {
+        match *self {
+            Margins::Same(margin) => margin.is_finite(),
+            Margins::PerRow {
+                exact,
+                rounded,
+                residual,
+                ..
+            } => exact.is_finite() && rounded.is_finite() && residual.is_finite(),
+        }
+    }
+
+    /// Row `row`'s margin.
+    pub(crate) fn of_row(&self, row: usize) -> f64 {
+        match *self {
+            Margins::Same(margin) => margin,
+            Margins::PerRow { rows, .. } => self.for_norms(&rows[row]),
+        }
+    }
+
+    /// The largest margin of any row.
+    pub(crate) fn widest(&self) -> f64 {
+        match *self {
+            Margins::Same(margin) => margin,
+            Margins::PerRow { most, .. } => self.for_norms(&most),
+        }
+    }
+
+    /// The per-row margin of a row with these norms (the margin itself
+    /// for one margin); all coefficients are non-negative, so the maxima
+    /// give the widest.
+    fn for_norms(&self, norms: &Norms) -> f64 {
+        match *self {
+            Margins::Same(margin) => margin,
+            Margins::PerRow {
+                exact,
+                rounded,
+                residual,
+                ..
+            } => {
+                (exact * norms.exact + rounded * norms.rounded + residual * norms.residual)
+                    * (1.0 + NORM_SLACK)
+                    + FLUSHED
+            }
+        }
+    }
+}
+
+/// The norms of every row of `W` and of its int8 rounding, for
+/// [`WeightPrecision::Int8Filter`](crate::WeightPrecision::Int8Filter).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RowBounds {
+    rows: Vec<Norms>,
+    /// Each norm's maximum over the rows.
+    most: Norms,
+    width: usize,
+}
+
+impl RowBounds {
+    /// The norms of each row of a row-major `[n, width]` `weights`,
+    /// quantised as [`Int8Matrix`](lemur_maxsim::int8::Int8Matrix) does.
+    pub(crate) fn new(weights: &[f32], width: usize) -> Self {
+        let rows: Vec<Norms> = weights.chunks_exact(width).map(Norms::of_int8).collect();
+        let most = rows.iter().fold(Norms::ZERO, |most, row| most.max(row));
+        RowBounds { rows, most, width }
+    }
+
+    /// Adds the rows of `added`.
+    pub(crate) fn append(&mut self, added: &RowBounds) {
+        self.rows.extend_from_slice(&added.rows);
+        self.most = self.most.max(&added.most);
+    }
+
+    /// Each row's bound on `|s32 - s8|` for `features`: `|f| |d| + |e|
+    /// |w~|` for the roundings, `gamma_h |f| |w|` for the f32 sum and
+    /// `gamma_3 |f~| |w~|` for the int8 score's three roundings.
+    pub(crate) fn margins(&self, features: &[f32]) -> Margins<'_> {
+        let query = Norms::of_int8(features);
+        Margins::PerRow {
+            exact: gamma(self.width) * query.exact,
+            rounded: query.residual + gamma(3) * query.rounded,
+            residual: query.exact,
+            rows: &self.rows,
+            most: self.most,
+        }
     }
 }
 
@@ -146,6 +254,22 @@ impl Norms {
         )
     }
 
+    /// The norms of `values` and of their int8 rounding (one scale, as
+    /// [`quantise`] rounds): codes times the scale are exact in f64.
+    /// Values that are not finite give infinite or NaN norms.
+    pub(crate) fn of_int8(values: &[f32]) -> Self {
+        if !values.iter().all(|v| v.is_finite()) {
+            return Norms {
+                exact: f64::INFINITY,
+                rounded: f64::INFINITY,
+                residual: f64::INFINITY,
+            };
+        }
+        let (scale, codes) = quantise(values);
+        let scale = f64::from(scale);
+        Norms::between(values, codes.iter().map(|&c| f64::from(c) * scale))
+    }
+
     /// The norms of `values`, of `rounded` (the same number of values) and
     /// of their difference.
     pub(crate) fn between(values: &[f32], rounded: impl Iterator<Item = f64>) -> Self {
@@ -164,185 +288,96 @@ impl Norms {
     }
 }
 
-/// A query's bf16 scores as they stream by: the `n_candidates` best, and
-/// every document within twice the margin of the running `k'`-th best
-/// (which only rises, so nothing that ends within the margin of the final
-/// one is dropped on the way).
-#[derive(Debug, Clone)]
-pub(crate) struct Shortlist {
-    top: TopK,
-    /// `2 b`.
-    width: f64,
-    kept: Vec<Hit>,
-}
-
-impl Shortlist {
-    /// An empty shortlist for a query with margin `b`.
-    pub(crate) fn new(n_candidates: usize, margin: f64) -> Self {
-        Shortlist {
-            top: TopK::new(n_candidates),
-            width: 2.0 * margin,
-            kept: Vec::new(),
-        }
-    }
-
-    /// Offers `scores[i]` with id `first_id + i` for every `i`.
-    pub(crate) fn extend_from_scores(&mut self, first_id: u32, scores: &[f32]) {
-        self.top.extend_from_scores(first_id, scores);
-        let floor = self.floor();
-        let near = scores
-            .iter()
-            .enumerate()
-            .filter(|&(_, &s)| f64::from(s) >= floor);
-        self.kept.extend(near.map(|(i, &score)| Hit {
-            id: first_id + i as u32,
-            score,
-        }));
-        // Drop what the risen threshold has left behind, now and then.
-        if self.kept.len() > 4 * self.top.k().max(64) {
-            let floor = self.floor();
-            self.kept.retain(|hit| f64::from(hit.score) >= floor);
-        }
-    }
-
-    /// Takes in a shortlist of other documents of the same query.
-    pub(crate) fn merge(&mut self, other: &Shortlist) {
-        self.top.merge(&other.top);
-        self.kept.extend_from_slice(&other.kept);
-    }
-
-    /// Scores below this can never come within the margin.
-    fn floor(&self) -> f64 {
-        self.top
-            .threshold()
-            .map_or(f64::NEG_INFINITY, |t| f64::from(t) - self.width)
-    }
-
-    /// The documents that can be among the `n_candidates` best by f32
-    /// score, or `None` when nothing is provable (NaN scores, an infinite
-    /// margin) or when so many survive that scoring all of `W` (`n_docs`
-    /// rows) in f32 costs less than rescoring them.
-    pub(crate) fn survivors(self, n_docs: usize) -> Option<Vec<u32>> {
-        let most = (n_docs / RESCORE_SHARE).max(4 * self.top.k());
-        let best = self.top.into_sorted_vec();
-        let Some(kth) = best.last() else {
-            return Some(Vec::new());
-        };
-        let floor = f64::from(kth.score) - self.width;
-        if !floor.is_finite() {
-            return None;
-        }
-        let near = self
-            .kept
-            .into_iter()
-            .filter(|hit| f64::from(hit.score) >= floor);
-        let survivors: Vec<u32> = near.map(|hit| hit.id).collect();
-        (survivors.len() <= most).then_some(survivors)
-    }
-}
-
-/// The `n_candidates` best of each query's `survivors` by f32 score (its
-/// `width` features against rows of `weights`), best first. Queries go in
-/// blocks whose features stay in L2 while the block's (query, document)
-/// pairs are scored in document order, so each `W` row is read once per
-/// block rather than once per query that kept it.
-pub(crate) fn rescore(
-    survivors: &[Vec<u32>],
-    features: &[f32],
-    weights: &[f32],
-    width: usize,
-    n_docs: usize,
-    n_candidates: usize,
-) -> Vec<Vec<Hit>> {
-    let block = (RESCORE_FEATURE_BYTES / (width * size_of::<f32>())).max(1);
-    let mut candidates = Vec::with_capacity(survivors.len());
-    for (lists, block_features) in survivors.chunks(block).zip(features.chunks(block * width)) {
-        let pairs = PairsByDocument::new(lists, n_docs);
-        let task = pairs.task_size();
-        let mut scores = vec![0.0f32; pairs.docs.len()];
-        scores
-            .par_chunks_mut(task)
-            .zip(pairs.queries.par_chunks(task))
-            .zip(pairs.docs.par_chunks(task))
-            .for_each(|((out, queries), docs)| {
-                simd::dispatch(
-                    #[inline(always)]
-                    || {
-                        for ((score, &q), &doc) in out.iter_mut().zip(queries).zip(docs) {
-                            let f = &block_features[q as usize * width..][..width];
-                            let row = &weights[doc as usize * width..][..width];
-                            *score = simd::dot(f, row);
-                        }
-                    },
-                )
-            });
-        candidates.extend(pairs.top_per_list(lists, &scores, n_candidates));
-    }
-    candidates
-}
-
 #[cfg(test)]
 mod tests {
     use lemur_maxsim::Isa;
     use lemur_maxsim::bf16::{Bf16Matrix, dot_products_bf16};
-    use proptest::prelude::*;
+    use lemur_maxsim::int8::{Int8Matrix, dot_products_int8_exact};
+    use lemur_mlp::simd;
 
     use super::*;
 
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(200))]
-
-        /// Streamed in blocks and merged, a shortlist keeps exactly the
-        /// documents within `2b` of the final `k'`-th best score.
-        #[test]
-        fn survivors_are_the_documents_near_the_kth_best(
-            scores in prop::collection::vec(-500i32..500, 1..400),
-            k in 1usize..30,
-            margin in 0u32..40,
-            block in 1usize..64,
-            split in 0usize..400,
-        ) {
-            let scores: Vec<f32> = scores.into_iter().map(|v| v as f32 / 4.0).collect();
-            let margin = f64::from(margin) / 8.0;
-            let split = split.min(scores.len()).div_ceil(block) * block;
-            let split = split.min(scores.len());
-            let mut left = Shortlist::new(k, margin);
-            let mut right = Shortlist::new(k, margin);
-            for (i, chunk) in scores.chunks(block).enumerate() {
-                let first = i * block;
-                let side = if first < split { &mut left } else { &mut right };
-                side.extend_from_scores(first as u32, chunk);
-            }
-            left.merge(&right);
-            let mut sorted = scores.clone();
-            sorted.sort_by(|a, b| b.total_cmp(a));
-            let kth = sorted[k.min(sorted.len()) - 1];
-            let mut want: Vec<u32> = (0..scores.len() as u32)
-                .filter(|&j| f64::from(scores[j as usize]) >= f64::from(kth) - 2.0 * margin)
-                .collect();
-            match left.survivors(usize::MAX) {
-                Some(mut got) => {
-                    got.sort_unstable();
-                    want.sort_unstable();
-                    prop_assert_eq!(got, want);
-                }
-                None => prop_assert!(false, "finite scores are always settled"),
-            }
+    /// Uniform values in `[-1, 1)` from a fixed seed.
+    fn values(seed: u64) -> impl FnMut() -> f32 {
+        let mut state = seed;
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
         }
     }
 
+    /// `|s32 - s8|` for every row of `rows` against `features` at every
+    /// level this CPU has, each checked against its row's margin; returns
+    /// the largest share of a margin used.
+    fn check_int8_rows(rows: &[f32], features: &[f32], width: usize) -> f64 {
+        let n_rows = rows.len() / width;
+        let bounds = RowBounds::new(rows, width);
+        let matrix = Int8Matrix::from_f32(rows, width);
+        let queries = matrix.quantise_queries(features);
+        let margins = bounds.margins(features);
+        let mut most = 0.0f64;
+        for isa in Isa::available() {
+            let mut s8 = vec![0.0; n_rows];
+            dot_products_int8_exact(isa, &queries, &matrix, 0, n_rows, &mut s8);
+            for (j, row) in rows.chunks_exact(width).enumerate() {
+                let error = (f64::from(simd::dot(features, row)) - f64::from(s8[j])).abs();
+                let margin = margins.of_row(j);
+                assert!(
+                    error <= margin,
+                    "{} row {j}: {error} > {margin}",
+                    isa.level()
+                );
+                most = most.max(error / margin);
+            }
+        }
+        most
+    }
+
+    /// Each row's int8 margin holds for the integer dot products at every
+    /// level, for rows whose scales differ by orders of magnitude; a row
+    /// with a small scale gets a small margin.
     #[test]
-    fn too_many_survivors_go_to_the_f32_product() {
-        let mut shortlist = Shortlist::new(2, 1.0);
-        shortlist.extend_from_scores(0, &[5.0; 100]);
-        assert_eq!(
-            shortlist
-                .clone()
-                .survivors(100 * RESCORE_SHARE)
-                .map(|s| s.len()),
-            Some(100)
-        );
-        assert_eq!(shortlist.survivors(99 * RESCORE_SHARE), None);
+    fn the_row_margins_bound_the_integer_scores() {
+        let (width, n_rows) = (203, 40);
+        let mut value = values(0x2545_f491_4f6c_dd1d);
+        let mut rows: Vec<f32> = Vec::with_capacity(n_rows * width);
+        for j in 0..n_rows {
+            let scale = 10f32.powi(j as i32 % 5 - 2);
+            rows.extend((0..width).map(|_| value() * scale));
+        }
+        // One value far above the rest: a coarse scale for that row.
+        rows[3 * width + 7] = 50.0;
+        for _ in 0..6 {
+            let features: Vec<f32> = (0..width).map(|_| value()).collect();
+            check_int8_rows(&rows, &features, width);
+            let bounds = RowBounds::new(&rows, width);
+            let margins = bounds.margins(&features);
+            assert!(margins.of_row(0) * 1000.0 < margins.of_row(4));
+            assert!(margins.of_row(8) < margins.of_row(3));
+        }
+    }
+
+    /// Features along a row's own residual reach the Cauchy-Schwarz term
+    /// of its margin: the bound is tight, and still holds.
+    #[test]
+    fn the_row_margin_covers_a_residual_along_the_features() {
+        let width = 256;
+        let mut value = values(0x9e37_79b9_7f4a_7c15);
+        // One large value makes the scale coarse, so the row's own
+        // residual outweighs the features' rounding.
+        let mut row: Vec<f32> = (0..width).map(|_| value()).collect();
+        row[0] = 50.0;
+        let (scale, codes) = quantise(&row);
+        let residual: Vec<f32> = row
+            .iter()
+            .zip(&codes)
+            .map(|(&w, &c)| (f64::from(w) - f64::from(c) * f64::from(scale)) as f32)
+            .collect();
+        let features: Vec<f32> = residual.iter().map(|&d| d * 1000.0).collect();
+        let used = check_int8_rows(&row, &features, width);
+        assert!(used > 0.5, "the margin is loose here: {used}");
     }
 
     /// The margin holds for the bf16 kernels at every level this CPU has.

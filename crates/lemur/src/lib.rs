@@ -62,6 +62,7 @@ mod persist;
 mod precision;
 mod rerank;
 mod search;
+mod shortlist;
 pub mod synthetic;
 #[cfg(feature = "text")]
 mod text_index;

@@ -14,7 +14,7 @@ use lemur_maxsim::MultiVectors;
 use lemur_maxsim::bf16::{Bf16Matrix, Bf16Vectors};
 use lemur_maxsim::int8::{Int8Matrix, Int8Vectors};
 
-use crate::filter::FilterBounds;
+use crate::filter::{FilterBounds, RowBounds};
 use crate::index::Index;
 use crate::token_filter::{Rounding, TokenBounds};
 
@@ -43,6 +43,20 @@ pub enum WeightPrecision {
     /// instruction), a portable integer loop elsewhere, the same scores
     /// on every CPU.
     Int8Dot,
+    /// That int8 copy and those integer dot products as a filter, like
+    /// [`WeightPrecision::Bf16Filter`]: a bound per document (its own
+    /// norms: each row has its own scale) says which documents can still
+    /// be among the best by f32 score, and their f32 rows decide. The
+    /// candidates are the f32 ones at about a quarter of f32's bytes per
+    /// query plus the survivors' rows; the f32 `W` stays resident (1.25x
+    /// the memory of `W`). The bound is wider than bf16's, so it settles
+    /// only where the approximate scores of the best documents stand out
+    /// from the rest, as a fitted `W`'s do (docs/PERFORMANCE.md); a query
+    /// with survivors past an eighth of `W` is scored on the f32 `W` in
+    /// full. Where the integer dot products have no VNNI
+    /// ([`lemur_maxsim::int8::int8_accelerated`]) the integer loop would
+    /// be slower than the f32 product, so `W` is scored in f32 directly.
+    Int8Filter,
 }
 
 /// How the rerank stores the corpus tokens.
@@ -116,6 +130,14 @@ impl Precision {
         weights: WeightPrecision::Bf16Filter,
         tokens: TokenPrecision::Int8Filter,
     };
+    /// Both stages through int8 filters ([`WeightPrecision::Int8Filter`],
+    /// [`TokenPrecision::Int8Filter`]): the f32 pipeline's hits at the
+    /// fewest bytes per query, the lowest single-query latency to them on
+    /// CPUs with AVX512-VNNI and a fitted `W` (docs/PERFORMANCE.md).
+    pub const INT8_FILTERS: Precision = Precision {
+        weights: WeightPrecision::Int8Filter,
+        tokens: TokenPrecision::Int8Filter,
+    };
     /// `W` in int8, scored against f32 features, and an exact f32
     /// rerank.
     pub const INT8_WEIGHTS: Precision = Precision {
@@ -138,6 +160,8 @@ pub(crate) enum ReducedWeights {
     /// The bf16 copy of [`WeightPrecision::Bf16Filter`] and its bounds.
     Bf16Filter(Bf16Matrix, FilterBounds),
     Int8(Int8Matrix),
+    /// The int8 copy of [`WeightPrecision::Int8Filter`] and its row norms.
+    Int8Filter(Int8Matrix, RowBounds),
 }
 
 /// A reduced copy of the corpus tokens.
@@ -208,6 +232,13 @@ impl ReducedCopies {
                 all.append(&rows);
                 bounds.append(&added);
             }
+            (
+                Some(ReducedWeights::Int8Filter(all, bounds)),
+                Some(ReducedWeights::Int8Filter(rows, added)),
+            ) => {
+                all.append(&rows);
+                bounds.append(&added);
+            }
             _ => {}
         }
         match (&mut self.tokens, added_copies.tokens) {
@@ -248,6 +279,10 @@ fn reduce_weights(
         WeightPrecision::Int8 | WeightPrecision::Int8Dot => {
             Some(ReducedWeights::Int8(Int8Matrix::from_f32(weights, width)))
         }
+        WeightPrecision::Int8Filter => Some(ReducedWeights::Int8Filter(
+            Int8Matrix::from_f32(weights, width),
+            RowBounds::new(weights, width),
+        )),
     }
 }
 
@@ -268,8 +303,9 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
     /// all [`Precision::INT8_DOT`] on CPUs with AVX512-VNNI; whether the
     /// bf16 rerank beats the f32 one depends on the CPU (about 3x with AMX
     /// on an Intel Xeon, 1.9x with AVX512-BF16 on an AMD EPYC Zen 5,
-    /// slower without either). For the f32 hits, [`Precision::BF16_INT8_FILTER`]
-    /// is the fastest on an AMD EPYC Zen 4 (AVX512-VNNI).
+    /// slower without either). For the f32 hits on an AMD EPYC Zen 4
+    /// (AVX512-VNNI), [`Precision::BF16_INT8_FILTER`] gives the fastest
+    /// batches and [`Precision::INT8_FILTERS`] the fastest single queries.
     pub fn with_precision(mut self, precision: Precision) -> Self {
         self.reduced = (precision != Precision::F32).then(|| {
             Arc::new(ReducedCopies::new(

@@ -7,15 +7,18 @@
 
 use lemur_maxsim::MultiVectors;
 use lemur_maxsim::bf16::{Bf16Matrix, dot_products_bf16};
-use lemur_maxsim::int8::{Int8Matrix, Int8Queries, dot_products_int8, dot_products_int8_exact};
+use lemur_maxsim::int8::{
+    Int8Matrix, Int8Queries, dot_products_int8, dot_products_int8_exact, int8_accelerated,
+};
 use lemur_mlp::gemm::matmul_a_bt;
 use lemur_topk::TopK;
 use rayon::prelude::*;
 
 use crate::error::SearchError;
-use crate::filter::{FilterBounds, Shortlist, rescore};
+use crate::filter::Margins;
 use crate::index::{Hit, Index, SearchParams};
 use crate::precision::{ReducedWeights, WeightPrecision};
+use crate::shortlist::{Shortlist, rescore};
 
 /// Documents per scoring block: the `[queries, block]` score tile stays
 /// small while each GEMM is still large enough to run at full speed.
@@ -142,41 +145,75 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
                 .reduced
                 .as_ref()
                 .and_then(|copies| copies.weights.as_ref());
-            let prepared = match reduced {
-                None => Prepared::F32,
-                Some(ReducedWeights::Bf16(rows) | ReducedWeights::Bf16Filter(rows, _)) => {
-                    Prepared::Bf16(Bf16Matrix::from_f32(batch, h).with_tile_layout(), rows)
+            let n_queries = batch.len() / h;
+            let (prepared, margins): (Prepared<'_>, Option<Vec<Margins<'_>>>) = match reduced {
+                None => (Prepared::F32, None),
+                Some(ReducedWeights::Bf16(rows)) => (Prepared::bf16(batch, h, rows), None),
+                Some(ReducedWeights::Bf16Filter(rows, bounds)) => {
+                    let margins = batch
+                        .chunks_exact(h)
+                        .map(|f| Margins::Same(bounds.margin(f)))
+                        .collect();
+                    (Prepared::bf16(batch, h, rows), Some(margins))
                 }
                 Some(ReducedWeights::Int8(rows)) => {
                     if self.precision().weights == WeightPrecision::Int8Dot {
-                        Prepared::Int8Dot(rows.quantise_queries(batch), rows)
+                        (Prepared::Int8Dot(rows.quantise_queries(batch), rows), None)
                     } else {
-                        Prepared::Int8(rows.pad_rows(batch), rows)
+                        (Prepared::Int8(rows.pad_rows(batch), rows), None)
                     }
                 }
+                // Without VNNI the integer loop is slower than the f32
+                // product: the f32 `W` gives the same candidates.
+                Some(ReducedWeights::Int8Filter(..)) if !int8_accelerated(self.isa) => {
+                    (Prepared::F32, None)
+                }
+                Some(ReducedWeights::Int8Filter(rows, bounds)) => {
+                    let margins: Vec<Margins<'_>> =
+                        batch.chunks_exact(h).map(|f| bounds.margins(f)).collect();
+                    // Features that overflow have infinite margins (their
+                    // queries are scored in f32); zeros stand in for them
+                    // in the quantised batch.
+                    let finite: Vec<f32> = batch
+                        .chunks_exact(h)
+                        .zip(&margins)
+                        .flat_map(|(f, margin)| {
+                            let keep = margin.is_finite();
+                            f.iter().map(move |&v| if keep { v } else { 0.0 })
+                        })
+                        .collect();
+                    (
+                        Prepared::Int8Dot(rows.quantise_queries(&finite), rows),
+                        Some(margins),
+                    )
+                }
             };
-            let Some(ReducedWeights::Bf16Filter(_, bounds)) = reduced else {
-                let tops = self.score_blocks(batch, &prepared, || TopK::new(n_candidates));
-                all.extend(tops.into_iter().map(|top| ids(&top.into_sorted_vec())));
-                continue;
-            };
-            all.extend(self.filtered_candidates(batch, &prepared, bounds, n_candidates));
+            debug_assert!(margins.as_ref().is_none_or(|m| m.len() == n_queries));
+            match margins {
+                None => {
+                    let tops = self.score_blocks(batch, &prepared, || TopK::new(n_candidates));
+                    all.extend(tops.into_iter().map(|top| ids(&top.into_sorted_vec())));
+                }
+                Some(margins) => {
+                    all.extend(self.filtered_candidates(batch, &prepared, &margins, n_candidates));
+                }
+            }
         }
         all
     }
 
-    /// The candidates of `batch` under [`WeightPrecision::Bf16Filter`]:
-    /// bf16 shortlists under each query's proven margin (`filter.rs`),
-    /// rescored on the f32 rows of their survivors.
+    /// The candidates of `batch` under [`WeightPrecision::Bf16Filter`] or
+    /// [`WeightPrecision::Int8Filter`]: shortlists of the reduced scores
+    /// under each query's proven margins (`filter.rs`), rescored on the
+    /// f32 rows of their survivors.
     fn filtered_candidates(
         &self,
         batch: &[f32],
         prepared: &Prepared<'_>,
-        bounds: &FilterBounds,
+        margins: &[Margins<'_>],
         n_candidates: usize,
     ) -> Vec<Vec<u32>> {
         let (h, m) = (self.feature_dim(), self.len());
-        let margins: Vec<f64> = batch.chunks_exact(h).map(|f| bounds.margin(f)).collect();
         let shortlists = self.score_blocks_each(batch, prepared, |q| {
             Shortlist::new(n_candidates, margins[q])
         });
@@ -340,7 +377,7 @@ impl Collector for TopK {
     }
 }
 
-impl Collector for Shortlist {
+impl Collector for Shortlist<'_> {
     fn extend_from_scores(&mut self, first_id: u32, scores: &[f32]) {
         Shortlist::extend_from_scores(self, first_id, scores);
     }
@@ -366,4 +403,11 @@ enum Prepared<'a> {
     Int8(Vec<f32>, &'a Int8Matrix),
     /// The features quantised to int8, and the int8 `W`.
     Int8Dot(Int8Queries, &'a Int8Matrix),
+}
+
+impl<'a> Prepared<'a> {
+    /// `[n, h]` features rounded to bf16 for the bf16 `rows`.
+    fn bf16(features: &[f32], h: usize, rows: &'a Bf16Matrix) -> Self {
+        Prepared::Bf16(Bf16Matrix::from_f32(features, h).with_tile_layout(), rows)
+    }
 }

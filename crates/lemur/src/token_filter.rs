@@ -46,7 +46,6 @@
 use std::cmp::Ordering;
 
 use lemur_maxsim::MultiVectors;
-use lemur_maxsim::int8::quantise;
 use rayon::prelude::*;
 
 use crate::filter::{NORM_SLACK, Norms, flushed, gamma};
@@ -67,12 +66,7 @@ impl Rounding {
     fn norms(self, token: &[f32]) -> Norms {
         match self {
             Rounding::Bf16 => Norms::of(token),
-            Rounding::Int8 => {
-                // Codes times scale are exact in f64 (8 + 24 bits).
-                let (scale, codes) = quantise(token);
-                let scale = f64::from(scale);
-                Norms::between(token, codes.iter().map(|&c| f64::from(c) * scale))
-            }
+            Rounding::Int8 => Norms::of_int8(token),
         }
     }
 }

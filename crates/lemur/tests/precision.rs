@@ -8,7 +8,8 @@ use lemur::maxsim::bf16::{Bf16Vectors, PackedQueryBf16, rerank_bf16};
 use lemur::maxsim::{Isa, Reranker};
 use lemur::synthetic::{self, CorpusSpec};
 use lemur::{
-    DocWeights, Index, Precision, SearchParams, TokenPrecision, WeightPrecision, WeightSolver,
+    DocWeights, Index, MultiVectors, Precision, SearchParams, TokenPrecision, WeightPrecision,
+    WeightSolver,
 };
 
 #[test]
@@ -38,10 +39,9 @@ fn bf16_top10_matches_f32_top10() {
     assert!(recall >= 0.998, "recall {recall}");
 }
 
-/// Searches the same queries in f32 and at `precision`; returns the share
-/// of the f32 top 10 kept, after checking that single queries get their
-/// batch results and that scores of shared hits agree.
-fn kept_by(precision: Precision, max_score_error: f32) -> f64 {
+/// An index of 600 documents (d = 64, h = 512) with a fitted `W`, and 40
+/// queries.
+fn fitted_index() -> (Index, MultiVectors) {
     let spec = CorpusSpec {
         n_docs: 600,
         dim: 64,
@@ -54,10 +54,17 @@ fn kept_by(precision: Precision, max_score_error: f32) -> f64 {
     let solver = WeightSolver::new(&psi, &sample, norm).unwrap();
     let weights = DocWeights::new(solver.fit(&data.corpus), spec.n_docs, 512).unwrap();
     let index = Index::new(psi, weights, data.corpus.clone()).unwrap();
+    (index, data.queries(40, 32, 5))
+}
+
+/// Searches the same queries in f32 and at `precision`; returns the share
+/// of the f32 top 10 kept, after checking that single queries get their
+/// batch results and that scores of shared hits agree.
+fn kept_by(precision: Precision, max_score_error: f32) -> f64 {
+    let (index, queries) = fitted_index();
     let reduced_index = index.clone().with_precision(precision);
     assert_eq!(reduced_index.precision(), precision);
     assert_eq!(index.precision(), Precision::F32);
-    let queries = data.queries(40, 32, 5);
     let params = SearchParams {
         k: 10,
         n_candidates: 100,
@@ -173,6 +180,18 @@ fn check_candidates(index: &Index, features: &[f32], n: usize, f32_ids: &[u32], 
     assert_eq!(bf16.candidates(features, n), vec![bf16_ids.to_vec()]);
     let filtered = index.clone().with_precision(Precision::BF16_FILTER);
     assert_eq!(filtered.candidates(features, n), vec![f32_ids.to_vec()]);
+    for isa in Isa::available() {
+        let int8 = index
+            .clone()
+            .with_isa(isa)
+            .with_precision(Precision::INT8_FILTERS);
+        assert_eq!(
+            int8.candidates(features, n),
+            vec![f32_ids.to_vec()],
+            "{}",
+            isa.level()
+        );
+    }
 }
 
 #[test]
@@ -226,10 +245,12 @@ fn a_shortlist_of_bf16_ties_is_ranked_by_the_f32_rows() {
         bf16.candidates(&features[..32], 10),
         vec![(0..10).collect::<Vec<u32>>()]
     );
-    let filtered = index.with_precision(Precision::BF16_FILTER);
-    assert_eq!(filtered.candidates(&features, 10), expected);
-    assert_eq!(filtered.candidates(&features[..32], 10), expected[..1]);
-    assert_eq!(filtered.candidates(&features[32..], 10), expected[1..]);
+    for precision in [Precision::BF16_FILTER, Precision::INT8_FILTERS] {
+        let filtered = index.clone().with_precision(precision);
+        assert_eq!(filtered.candidates(&features, 10), expected);
+        assert_eq!(filtered.candidates(&features[..32], 10), expected[..1]);
+        assert_eq!(filtered.candidates(&features[32..], 10), expected[1..]);
+    }
 }
 
 #[test]
@@ -273,6 +294,36 @@ fn an_index_reranked_through_a_bf16_filter_keeps_the_f32_results() {
     };
     assert_eq!(kept_by(filtered, 0.0), 1.0);
     assert_eq!(kept_by(Precision::BF16_FILTER_ALL, 0.0), 1.0);
+}
+
+#[test]
+fn an_index_shortlisted_in_int8_keeps_every_f32_candidate() {
+    // A fitted `W`: its best rows stand out, so the per-row int8 margins
+    // settle most queries without the f32 product.
+    let (index, queries) = fitted_index();
+    let features = index.query_features(&queries);
+    let n_candidates = 50;
+    let f32_candidates = index.candidates(&features, n_candidates);
+    let int8 = index.clone().with_precision(Precision::INT8_DOT);
+    assert_ne!(int8.candidates(&features, n_candidates), f32_candidates);
+    for isa in Isa::available() {
+        let filtered = index
+            .clone()
+            .with_isa(isa)
+            .with_precision(Precision::INT8_FILTERS);
+        assert_eq!(
+            filtered.candidates(&features, n_candidates),
+            f32_candidates,
+            "{}",
+            isa.level()
+        );
+        // One query at a time, as a single search scores it.
+        for (q, expected) in f32_candidates.iter().enumerate().step_by(7) {
+            let one = &features[q * 512..(q + 1) * 512];
+            assert_eq!(&filtered.candidates(one, n_candidates)[0], expected);
+        }
+    }
+    assert_eq!(kept_by(Precision::INT8_FILTERS, 0.0), 1.0);
 }
 
 #[test]
