@@ -11,14 +11,14 @@ use lemur_maxsim::int8::{
     Int8Matrix, Int8Queries, dot_products_int8, dot_products_int8_exact, int8_accelerated,
 };
 use lemur_mlp::gemm::matmul_a_bt;
-use lemur_topk::TopK;
+use lemur_topk::{TopK, rank_order};
 use rayon::prelude::*;
 
 use crate::error::SearchError;
 use crate::filter::Margins;
 use crate::index::{Hit, Index, SearchParams};
 use crate::precision::{ReducedWeights, WeightPrecision};
-use crate::shortlist::{Shortlist, rescore};
+use crate::shortlist::{Shortlist, Survivors, rescore};
 
 /// Documents per scoring block: the `[queries, block]` score tile stays
 /// small while each GEMM is still large enough to run at full speed.
@@ -217,23 +217,40 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         let shortlists = self.score_blocks_each(batch, prepared, |q| {
             Shortlist::new(n_candidates, margins[q])
         });
-        let survivors: Vec<Option<Vec<u32>>> = shortlists
+        let survivors: Vec<Option<Survivors>> = shortlists
             .into_par_iter()
             .map(|shortlist| shortlist.survivors(m))
             .collect();
-        // The survivors are rescored on their f32 rows; a query with
+        // The leaders are rescored on their f32 rows first, then the other
+        // survivors that still reach the leaders' f32 floor; a query with
         // nothing provable, or too many survivors, is scored on the f32
-        // `W` in full (its empty survivor list rescores to nothing).
+        // `W` in full (its empty lists rescore to nothing).
         let unsettled: Vec<usize> = (0..survivors.len())
             .filter(|&q| survivors[q].is_none())
             .collect();
-        let lists: Vec<Vec<u32>> = survivors
+        let survivors: Vec<Survivors> = survivors
             .into_iter()
             .map(Option::unwrap_or_default)
             .collect();
         let weights = self.weights.values();
-        let rescored = rescore(&lists, batch, weights, h, m, n_candidates);
-        let mut batch_candidates: Vec<Vec<u32>> = rescored.iter().map(|hits| ids(hits)).collect();
+        let leaders: Vec<&[u32]> = survivors.iter().map(|s| s.leaders.as_slice()).collect();
+        let leader_hits = rescore(&leaders, batch, weights, h, m, n_candidates);
+        let others: Vec<Vec<u32>> = survivors
+            .iter()
+            .zip(&leader_hits)
+            .map(|(survivors, hits)| survivors.others_above(hits, n_candidates))
+            .collect();
+        let other_hits = rescore(&others, batch, weights, h, m, n_candidates);
+        let mut batch_candidates: Vec<Vec<u32>> = leader_hits
+            .into_iter()
+            .zip(other_hits)
+            .map(|(mut hits, others)| {
+                hits.extend(others);
+                hits.sort_by(rank_order);
+                hits.truncate(n_candidates);
+                ids(&hits)
+            })
+            .collect();
         let unsettled_features: Vec<f32> = unsettled
             .iter()
             .flat_map(|&q| &batch[q * h..(q + 1) * h])

@@ -89,44 +89,86 @@ impl<'a> Shortlist<'a> {
     /// `None` when nothing is provable (NaN scores, an infinite margin) or
     /// when so many survive that scoring all of `W` (`n_docs` rows) in f32
     /// costs less than rescoring them.
-    pub(crate) fn survivors(self, n_docs: usize) -> Option<Vec<u32>> {
+    pub(crate) fn survivors(self, n_docs: usize) -> Option<Survivors> {
         let k = self.top.k();
         let most = (n_docs / RESCORE_SHARE).max(4 * k);
         let best = self.top.into_sorted_vec();
         let Some(kth) = best.last() else {
-            return Some(Vec::new());
+            return Some(Survivors::default());
         };
         let floor = f64::from(kth.score) - self.width;
         if !floor.is_finite() {
             return None;
         }
-        let near = self
+        let margins = self.margins;
+        let mut leaders: Vec<u32> = best.iter().map(|hit| hit.id).collect();
+        leaders.sort_unstable();
+        // Every kept row with its upper end; the leaders' lower ends give
+        // `t`, the `k'`-th largest lower end (for one margin, `s_k' - b`).
+        let mut t = f64::from(kth.score) - margins.widest();
+        let mut kept: Vec<(u32, f64, f64)> = self
             .kept
             .into_iter()
-            .filter(|hit| f64::from(hit.score) >= floor);
-        let survivors: Vec<u32> = match self.margins {
-            Margins::Same(_) => near.map(|hit| hit.id).collect(),
-            Margins::PerRow { .. } => {
-                let ends: Vec<(u32, f64, f64)> = near
-                    .map(|hit| {
-                        let margin = self.margins.of_row(hit.id as usize);
-                        let score = f64::from(hit.score);
-                        (hit.id, score - margin, score + margin)
-                    })
-                    .collect();
-                let mut lower: Vec<f64> = ends.iter().map(|&(_, lower, _)| lower).collect();
-                let t = if lower.len() > k {
-                    *lower.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a)).1
-                } else {
-                    f64::NEG_INFINITY
-                };
-                ends.into_iter()
-                    .filter(|&(_, _, upper)| upper >= t)
-                    .map(|(id, _, _)| id)
-                    .collect()
-            }
+            .filter(|hit| f64::from(hit.score) >= floor)
+            .map(|hit| {
+                let margin = margins.of_row(hit.id as usize);
+                let score = f64::from(hit.score);
+                (hit.id, score - margin, score + margin)
+            })
+            .collect();
+        if let Margins::PerRow { .. } = margins {
+            let mut lower: Vec<f64> = kept.iter().map(|&(_, lower, _)| lower).collect();
+            t = if lower.len() > k {
+                *lower.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a)).1
+            } else {
+                f64::NEG_INFINITY
+            };
+        }
+        kept.retain(|&(id, _, upper)| upper >= t && leaders.binary_search(&id).is_err());
+        if leaders.len() + kept.len() > most {
+            return None;
+        }
+        let others = kept.into_iter().map(|(id, _, upper)| (id, upper)).collect();
+        Some(Survivors {
+            leaders,
+            others,
+            threshold: t,
+        })
+    }
+}
+
+/// What a query's shortlist leaves to score in f32: the `k'` leaders (the
+/// best by reduced score) and the other rows whose upper ends reach the
+/// `k'`-th largest lower end `t`. Once the leaders have f32 scores, the
+/// smallest of them is a threshold as valid as `t` (`k'` rows score at
+/// least that) and usually a higher one: near the `k'`-th best f32 score,
+/// where `t` lies about a margin below it. Only the others whose upper end
+/// reaches the larger of the two are scored ([`Survivors::others_above`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Survivors {
+    /// Ascending ids.
+    pub(crate) leaders: Vec<u32>,
+    /// Ids with their upper ends.
+    others: Vec<(u32, f64)>,
+    /// `t`.
+    threshold: f64,
+}
+
+impl Survivors {
+    /// The other rows that can still be among the `n_candidates` best by
+    /// f32 score, given the leaders' best `n_candidates` f32 scores (best
+    /// first): all of them when the leaders are fewer than that.
+    pub(crate) fn others_above(&self, leader_hits: &[Hit], n_candidates: usize) -> Vec<u32> {
+        let leaders_floor = match leader_hits.last() {
+            Some(last) if leader_hits.len() >= n_candidates => f64::from(last.score),
+            _ => f64::NEG_INFINITY,
         };
-        (survivors.len() <= most).then_some(survivors)
+        let threshold = self.threshold.max(leaders_floor);
+        self.others
+            .iter()
+            .filter(|&&(_, upper)| upper >= threshold)
+            .map(|&(id, _)| id)
+            .collect()
     }
 }
 
@@ -135,8 +177,8 @@ impl<'a> Shortlist<'a> {
 /// blocks whose features stay in L2 while the block's (query, document)
 /// pairs are scored in document order, so each `W` row is read once per
 /// block rather than once per query that kept it.
-pub(crate) fn rescore(
-    survivors: &[Vec<u32>],
+pub(crate) fn rescore<L: AsRef<[u32]>>(
+    survivors: &[L],
     features: &[f32],
     weights: &[f32],
     width: usize,
@@ -204,7 +246,9 @@ mod tests {
             side.extend_from_scores(first as u32, chunk);
         }
         left.merge(&right);
-        left.survivors(usize::MAX).map(|mut got| {
+        left.survivors(usize::MAX).map(|survivors| {
+            let others = survivors.others.iter().map(|&(id, _)| id);
+            let mut got: Vec<u32> = survivors.leaders.iter().copied().chain(others).collect();
             got.sort_unstable();
             got
         })
@@ -272,7 +316,7 @@ mod tests {
             shortlist
                 .clone()
                 .survivors(100 * RESCORE_SHARE)
-                .map(|s| s.len()),
+                .map(|s| s.leaders.len() + s.others.len()),
             Some(100)
         );
         assert_eq!(shortlist.survivors(99 * RESCORE_SHARE), None);
@@ -291,5 +335,25 @@ mod tests {
         let mut shortlist = Shortlist::new(1, margins);
         shortlist.extend_from_scores(0, &[1.0, 2.0, 3.0]);
         assert_eq!(shortlist.survivors(1000), None);
+    }
+
+    #[test]
+    fn the_leaders_f32_scores_raise_the_threshold() {
+        // Scores 10, 9, ..., 1 with margin 1.5 and k' = 3: `t` = 8 - 1.5,
+        // so rows scoring 5 and more survive (uppers 6.5 and more).
+        let scores: Vec<f32> = (1..=10).rev().map(|s| s as f32).collect();
+        let mut shortlist = Shortlist::new(3, Margins::Same(1.5));
+        shortlist.extend_from_scores(0, &scores);
+        let survivors = shortlist.survivors(1000).unwrap();
+        assert_eq!(survivors.leaders, [0, 1, 2]);
+        let hit = |id, score| Hit { id, score };
+        // Leaders scoring 7.8 or more in f32: only uppers of 7.8 reach.
+        let leaders = [hit(0, 10.2), hit(1, 9.0), hit(2, 7.8)];
+        assert_eq!(survivors.others_above(&leaders, 3), [3]);
+        // A leader far below its reduced score leaves `t` in charge.
+        let low = [hit(0, 10.2), hit(1, 9.0), hit(2, 2.0)];
+        assert_eq!(survivors.others_above(&low, 3), [3, 4, 5]);
+        // Fewer leader scores than k': `t` too.
+        assert_eq!(survivors.others_above(&leaders[..2], 3), [3, 4, 5]);
     }
 }
