@@ -384,13 +384,7 @@ mod tests {
     #[test]
     fn the_margin_bounds_the_kernels_scores() {
         let (width, n_rows) = (203, 40);
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut value = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        };
+        let mut value = values(0x2545_f491_4f6c_dd1d);
         let rows: Vec<f32> = (0..n_rows * width).map(|_| value() * 0.1).collect();
         let bounds = FilterBounds::new(&rows, width);
         let rows16 = Bf16Matrix::from_f32(&rows, width);
