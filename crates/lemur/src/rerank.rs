@@ -19,7 +19,7 @@ use lemur_maxsim::{MultiVectors, PackedQuery, maxsim_packed_before};
 use rayon::prelude::*;
 
 use crate::index::{Hit, Index};
-use crate::pairs::PairsByDocument;
+use crate::pairs::{PairCost, PairsByDocument};
 use crate::precision::ReducedTokens;
 use crate::token_filter::{self, TokenBounds};
 
@@ -196,25 +196,21 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
 }
 
 /// `score(query, doc, next)` of every pair, in tasks spread over the
-/// current pool, where `next` is the (query, document) of the pair scored
-/// after it in the same task: what comes next is streamed in while a pair
-/// is scored, a new document or else the next query against this document
+/// current pool, where `next` is the (query, document) of the pair after
+/// it in document order: what comes next is streamed in while a pair is
+/// scored, a new document or else the next query against this document
 /// (which is in the cache).
 fn score_in_document_order(
     pairs: &PairsByDocument,
     score: impl Fn(u32, u32, Option<(u32, u32)>) -> f32 + Sync,
 ) -> Vec<f32> {
-    let mut scores = vec![0.0f32; pairs.slots.len()];
-    let task = pairs.task_size();
-    scores
-        .par_chunks_mut(task)
-        .zip(pairs.queries.par_chunks(task))
-        .zip(pairs.docs.par_chunks(task))
-        .for_each(|((out, task_queries), task_docs)| {
-            for (i, out) in out.iter_mut().enumerate() {
-                let next = task_docs.get(i + 1).map(|&doc| (task_queries[i + 1], doc));
-                *out = score(task_queries[i], task_docs[i], next);
-            }
-        });
-    scores
+    pairs.score_runs(PairCost::MaxSim, |run, out| {
+        for (i, out) in run.zip(out) {
+            let next = pairs
+                .docs
+                .get(i + 1)
+                .map(|&doc| (pairs.queries[i + 1], doc));
+            *out = score(pairs.queries[i], pairs.docs[i], next);
+        }
+    })
 }

@@ -8,10 +8,9 @@
 use lemur_maxsim::prefetch_to_l2;
 use lemur_mlp::simd;
 use lemur_topk::{Hit, TopK};
-use rayon::prelude::*;
 
 use crate::filter::Margins;
-use crate::pairs::PairsByDocument;
+use crate::pairs::{PairCost, PairsByDocument};
 
 /// Feature bytes of the queries rescored together: a part of L2.
 const RESCORE_FEATURE_BYTES: usize = 1 << 20;
@@ -189,32 +188,26 @@ pub(crate) fn rescore<L: AsRef<[u32]>>(
     let mut candidates = Vec::with_capacity(survivors.len());
     for (lists, block_features) in survivors.chunks(block).zip(features.chunks(block * width)) {
         let pairs = PairsByDocument::new(lists, n_docs);
-        let task = pairs.task_size();
-        let mut scores = vec![0.0f32; pairs.docs.len()];
-        scores
-            .par_chunks_mut(task)
-            .zip(pairs.queries.par_chunks(task))
-            .zip(pairs.docs.par_chunks(task))
-            .for_each(|((out, queries), docs)| {
-                let row = |i: usize| &weights[docs[i] as usize * width..][..width];
-                simd::dispatch(
-                    #[inline(always)]
-                    || {
-                        for (i, (score, &q)) in out.iter_mut().zip(queries).enumerate() {
-                            // Scattered rows each start a new stream the
-                            // hardware prefetcher only ramps up on; asking
-                            // for the rows a few pairs ahead overlaps them.
-                            if let Some(&ahead) = docs.get(i + ROWS_AHEAD)
-                                && ahead != docs[i + ROWS_AHEAD - 1]
-                            {
-                                prefetch_to_l2(row(i + ROWS_AHEAD));
-                            }
-                            let f = &block_features[q as usize * width..][..width];
-                            *score = simd::dot(f, row(i));
+        let scores = pairs.score_runs(PairCost::Row, |run, out| {
+            let row = |i: usize| &weights[pairs.docs[i] as usize * width..][..width];
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    for (i, score) in run.zip(out) {
+                        // Scattered rows each start a new stream the
+                        // hardware prefetcher only ramps up on; asking for
+                        // the rows a few pairs ahead overlaps them.
+                        if let Some(&ahead) = pairs.docs.get(i + ROWS_AHEAD)
+                            && ahead != pairs.docs[i + ROWS_AHEAD - 1]
+                        {
+                            prefetch_to_l2(row(i + ROWS_AHEAD));
                         }
-                    },
-                )
-            });
+                        let q = pairs.queries[i] as usize;
+                        *score = simd::dot(&block_features[q * width..][..width], row(i));
+                    }
+                },
+            )
+        });
         candidates.extend(pairs.top_per_list(lists, &scores, n_candidates));
     }
     candidates
