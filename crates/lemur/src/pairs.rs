@@ -7,16 +7,18 @@ use std::ops::Range;
 use lemur_topk::{Hit, TopK};
 use rayon::prelude::*;
 
-/// Fewest pairs per task: small enough to spread a single query's
-/// 200 candidates over the threads, large enough to amortise a task.
+/// Fewest pairs per task once there are more than this many per thread:
+/// small enough to spread a single query's 200 candidates over the
+/// threads, large enough to amortise a task. Fewer pairs than that are
+/// shared out by their cost ([`PairCost`]).
 const MIN_PAIRS_PER_TASK: usize = 16;
-/// Documents per pair below which the pairs are sorted themselves rather
-/// than counted into a table over every document.
-const SPARSE_DOCS_PER_PAIR: usize = 16;
 /// Most pairs per task: bounds the imbalance at the end of a batch.
 const MAX_PAIRS_PER_TASK: usize = 1024;
 /// Tasks per thread when a batch is large: enough for rayon to balance.
 const TASKS_PER_THREAD: usize = 16;
+/// Documents per pair below which the pairs are sorted themselves rather
+/// than counted into a table over every document.
+const SPARSE_DOCS_PER_PAIR: usize = 16;
 
 /// How much work scoring one pair is.
 #[derive(Clone, Copy)]
@@ -104,8 +106,9 @@ impl PairsByDocument {
     /// Scores every pair on the current pool: `score_run(positions, out)`
     /// fills `out` with the scores of the pairs at `positions`, a run of
     /// consecutive pairs (in document order, so a run may look past its
-    /// end to prefetch what is scored next). `cost` says how much work a
-    /// pair is, which decides how a few pairs are shared out.
+    /// end and prefetch the pairs after it, which another thread may
+    /// score). `cost` says how much work a pair is, which decides how a
+    /// few pairs are shared out.
     pub(crate) fn score_runs(
         &self,
         cost: PairCost,
@@ -194,6 +197,8 @@ mod tests {
     }
 
     proptest! {
+        /// The sort for a few pairs leaves them in the counting sort's
+        /// order: by document, then by position in the lists.
         #[test]
         fn sorting_orders_the_pairs_as_counting_does((lists, n_docs) in lists()) {
             let n_pairs = lists.iter().map(Vec::len).sum();
@@ -202,11 +207,13 @@ mod tests {
             prop_assert_eq!(&sorted.docs, &counted.docs);
             prop_assert_eq!(&sorted.queries, &counted.queries);
             prop_assert_eq!(&sorted.slots, &counted.slots);
-            // And that order is by document, then by position in the lists.
-            let keys: Vec<(u32, u32)> = counted.docs.iter().copied().zip(counted.slots.iter().copied()).collect();
+            let keys: Vec<(u32, u32)> =
+                counted.docs.iter().copied().zip(counted.slots.iter().copied()).collect();
             prop_assert!(keys.windows(2).all(|pair| pair[0] < pair[1]));
         }
 
+        /// Whatever the pool and the task sizes, each pair's run scores it
+        /// exactly once, at its own position.
         #[test]
         fn every_pair_is_scored_once_and_put_back_in_its_slot(
             (lists, n_docs) in lists(),

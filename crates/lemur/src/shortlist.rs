@@ -20,6 +20,9 @@ const RESCORE_FEATURE_BYTES: usize = 1 << 20;
 const RESCORE_SHARE: usize = 8;
 /// Pairs ahead whose row is prefetched while the rescoring scores one.
 const ROWS_AHEAD: usize = 2;
+// The rescoring compares the row `ROWS_AHEAD` pairs ahead with the one
+// before it.
+const _: () = assert!(ROWS_AHEAD >= 1);
 
 /// A query's reduced scores as they stream by: the `k'` best, and every
 /// row within twice the widest margin of the running `k'`-th best (which
