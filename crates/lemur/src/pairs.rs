@@ -53,7 +53,7 @@ impl PairsByDocument {
     /// Sorts the pairs themselves: for a few pairs in a large corpus (a
     /// single query's lists), where counting over every document would
     /// cost more than the pairs (about 6 us per call at 10,000 documents,
-    /// ten times that at 100,000, and several calls per query).
+    /// growing with the corpus, and several calls per query).
     fn by_sorting<C: AsRef<[u32]>>(candidates: &[C], n_pairs: usize) -> Self {
         let mut keyed: Vec<(u32, u32, u32)> = Vec::with_capacity(n_pairs);
         let mut slot = 0u32;
