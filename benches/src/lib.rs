@@ -189,3 +189,32 @@ pub fn l2_cache_bytes() -> Option<usize> {
         Some(digits.parse::<usize>().ok()? * scale)
     })
 }
+
+/// Bytes of the mappings holding `buffer` that Linux backs with
+/// transparent huge pages (`AnonHugePages` in `/proc/self/smaps`, summed
+/// over the mappings that overlap it), or `None` where there is no such
+/// file.
+pub fn anon_huge_page_bytes<T>(buffer: &[T]) -> Option<usize> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let start = buffer.as_ptr() as usize;
+    let end = start + size_of_val(buffer);
+    let mut overlapping = false;
+    let mut total = 0;
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let Some(first) = fields.next() else { continue };
+        if let Some((low, high)) = first.split_once('-')
+            && let (Ok(low), Ok(high)) = (
+                usize::from_str_radix(low, 16),
+                usize::from_str_radix(high, 16),
+            )
+        {
+            // A mapping's header line: "low-high perms offset ...".
+            overlapping = low < end && start < high;
+        } else if overlapping && first == "AnonHugePages:" {
+            let kib: usize = fields.next()?.parse().ok()?;
+            total += kib << 10;
+        }
+    }
+    Some(total)
+}

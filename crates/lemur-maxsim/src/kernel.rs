@@ -33,7 +33,7 @@
 
 use pulp::{Simd, WithSimd};
 
-use crate::aligned::Aligned;
+use crate::aligned::AlignedVec;
 use crate::prefetch::Stream;
 use crate::spread;
 
@@ -45,14 +45,14 @@ pub(crate) const PAD_LANES: usize = 16;
 /// the kernel. Pack once per query, then score any number of documents.
 #[derive(Debug, Clone, Default)]
 pub struct PackedQuery {
-    transposed: Aligned<f32>,
+    transposed: AlignedVec<f32>,
     /// Short queries also get the spread layouts (see `spread.rs`), with
     /// two lanes per token (at most 16 tokens, an even width) and with four
     /// (at most 8 tokens, a width that is a multiple of 4); empty where the
     /// query has none. Both are packed because the best one depends on the
     /// level that runs the query, not on the query alone.
-    spread_two: Aligned<f32>,
-    spread_four: Aligned<f32>,
+    spread_two: AlignedVec<f32>,
+    spread_four: AlignedVec<f32>,
     dim: usize,
     n_tokens: usize,
     padded: usize,

@@ -14,7 +14,9 @@
 //!   [`token_maxima`] gives each query token's best match (LEMUR's
 //!   training targets).
 //! - [`MultiVectors`] is the validated ragged storage (one flat token matrix
-//!   plus offsets) for corpora and query batches.
+//!   plus offsets) for corpora and query batches; [`AlignedVec`] is a
+//!   cache-line-aligned buffer for it that can ask for 2 MiB pages
+//!   ([`Pages::Huge`]), from which large corpora stream faster.
 //! - [`bf16`] stores corpora at half the memory and scores them with AMX
 //!   tiles or AVX512-BF16 dot products where the CPU has them; [`int8`]
 //!   stores `W` rows and corpus tokens at a quarter, scored with exact
@@ -49,10 +51,11 @@ mod prefetch;
 mod rerank;
 mod spread;
 
+pub use aligned::{AlignedVec, HUGE_PAGE_BYTES, Pages};
 pub use kernel::PackedQuery;
 pub use lemur_topk::Hit;
 pub use level::{Isa, Level};
-pub use multivec::{MultiVectorError, MultiVectors};
+pub use multivec::{GrowableTokens, MultiVectorError, MultiVectors};
 pub use prefetch::{prefetch, prefetch_to_l2};
 pub use rerank::{
     Reranker, maxsim, maxsim_packed, maxsim_packed_before, score_candidates, token_maxima,

@@ -2,6 +2,8 @@
 
 use thiserror::Error;
 
+use crate::AlignedVec;
+
 /// Why a ragged token set was rejected.
 #[derive(Debug, Clone, PartialEq, Error)]
 #[non_exhaustive]
@@ -218,9 +220,40 @@ impl<T: AsRef<[f32]>> MultiVectors<T> {
     pub fn into_tokens(self) -> T {
         self.tokens
     }
+
+    /// The same sets with their tokens copied into an [`AlignedVec`] in
+    /// `pages` (already validated, so not checked again): with
+    /// [`Pages::Huge`](crate::Pages::Huge), a large corpus that is
+    /// scanned from memory streams faster.
+    pub fn to_aligned(&self, pages: crate::Pages) -> MultiVectors<AlignedVec<f32>> {
+        MultiVectors {
+            tokens: AlignedVec::from_slice_in(self.tokens(), pages),
+            dim: self.dim,
+            offsets: self.offsets.clone(),
+        }
+    }
 }
 
-impl MultiVectors<Vec<f32>> {
+/// Token storage that grows at its end: what [`MultiVectors::append`]
+/// needs (and, above this crate, adding documents to an index).
+pub trait GrowableTokens: AsRef<[f32]> {
+    /// Appends `values` after the existing ones.
+    fn extend_from_slice(&mut self, values: &[f32]);
+}
+
+impl GrowableTokens for Vec<f32> {
+    fn extend_from_slice(&mut self, values: &[f32]) {
+        Vec::extend_from_slice(self, values);
+    }
+}
+
+impl GrowableTokens for AlignedVec<f32> {
+    fn extend_from_slice(&mut self, values: &[f32]) {
+        AlignedVec::extend_from_slice(self, values);
+    }
+}
+
+impl<T: GrowableTokens> MultiVectors<T> {
     /// Appends every set of `other` (same width) after the existing ones.
     ///
     /// # Panics

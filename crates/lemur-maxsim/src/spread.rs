@@ -29,7 +29,7 @@
 use pulp::bytemuck::cast;
 use pulp::{Simd, c32, c64};
 
-use crate::aligned::Aligned;
+use crate::aligned::AlignedVec;
 use crate::kernel::{PAD_LANES, PackedQuery};
 use crate::prefetch::Stream;
 
@@ -46,7 +46,7 @@ fn has_layout(n_tokens: usize, dim: usize, lanes: usize) -> bool {
 /// `lanes * s..lanes * (s + 1)` in lanes `lanes * i..` of row `s`, the rest
 /// zero; `width` is [`width`]. `out` is left empty when the query has no
 /// such layout.
-pub(crate) fn pack(query: &[f32], dim: usize, lanes: usize, out: &mut Aligned<f32>) {
+pub(crate) fn pack(query: &[f32], dim: usize, lanes: usize, out: &mut AlignedVec<f32>) {
     let n_tokens = query.len() / dim;
     if !has_layout(n_tokens, dim, lanes) {
         out.reset_zeroed(0);

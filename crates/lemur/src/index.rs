@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use lemur_io::{NpzOptions, TargetNorm, load_multivectors, load_npz};
-use lemur_maxsim::{Isa, MultiVectors};
+use lemur_maxsim::{GrowableTokens, Isa, MultiVectors};
 use lemur_mlp::FeatureMap;
 
 use crate::build::BuildConfig;
@@ -221,7 +221,9 @@ impl Index<Vec<f32>> {
         index.target_norm = model.target_norm;
         Ok(index)
     }
+}
 
+impl<T: GrowableTokens + Sync> Index<T> {
     /// Adds documents (`tokens` `[n_tokens, d]`, `counts` tokens per
     /// document) without retraining: their weight rows are fitted with the
     /// same sample pseudo-inverse and target normalisation the index was

@@ -74,7 +74,7 @@ pub use error::{IndexError, SearchError};
 pub use fit::{FitError, WeightSolver};
 pub use index::{Hit, Index, SearchParams};
 pub use lemur_io::{MappedF32, TargetNorm};
-pub use lemur_maxsim::{Isa, Level, MultiVectors};
+pub use lemur_maxsim::{AlignedVec, Isa, Level, MultiVectors, Pages};
 pub use lemur_mlp::{Activation, FeatureMap};
 pub use persist::{MappedIndex, current_generation};
 pub use precision::{Precision, TokenPrecision, WeightPrecision};

@@ -3,7 +3,10 @@
 use std::sync::Mutex;
 
 use lemur::synthetic::{self, CorpusSpec, SyntheticCorpus};
-use lemur::{BuildConfig, BuildError, Index, IndexBuilder, IndexError, SearchParams, Stage};
+use lemur::{
+    AlignedVec, BuildConfig, BuildError, Index, IndexBuilder, IndexError, MultiVectors, Pages,
+    SearchParams, Stage,
+};
 
 fn data(n_docs: usize, seed: u64) -> SyntheticCorpus {
     synthetic::corpus(&CorpusSpec {
@@ -284,6 +287,52 @@ fn added_documents_get_the_rows_a_full_build_gives() {
             half_f32.search_one(query, params).unwrap()
         );
     }
+}
+
+#[test]
+fn an_index_over_huge_pages_builds_searches_and_grows_as_one_over_a_vec() {
+    // Enough documents that the first part of the corpus passes 2 MiB, so
+    // the `AlignedVec` is a memory map, not heap lines.
+    let data = data(1800, 6);
+    let (dim, first) = (data.corpus.dim(), 1600);
+    let split = data.corpus.offsets()[first] * dim;
+    let counts: Vec<usize> = data.corpus.counts().collect();
+    let on_heap = MultiVectors::new(
+        data.corpus.tokens()[..split].to_vec(),
+        dim,
+        &counts[..first],
+    )
+    .unwrap();
+    let on_maps = on_heap.to_aligned(Pages::Huge);
+    assert_eq!(on_maps.tokens(), on_heap.tokens());
+    assert_eq!(on_maps.offsets(), on_heap.offsets());
+    let paged: AlignedVec<f32> = on_maps.clone().into_tokens();
+    assert!(paged.is_mapped(), "{} bytes are not mapped", 4 * split);
+    let builder = IndexBuilder::new(small_config(1));
+    let mut on_vec = builder.build(on_heap, None).unwrap().0;
+    let mut on_pages = builder.build(on_maps, None).unwrap().0;
+    on_vec
+        .add_documents(&data.corpus.tokens()[split..], &counts[first..])
+        .unwrap();
+    let ids = on_pages
+        .add_documents(&data.corpus.tokens()[split..], &counts[first..])
+        .unwrap();
+    assert_eq!(ids, 1600..1800);
+    assert_eq!(on_pages.corpus().tokens(), data.corpus.tokens());
+    assert_eq!(on_pages.weights(), on_vec.weights());
+    let queries = data.queries(20, 8, 5);
+    let params = SearchParams {
+        k: 10,
+        n_candidates: 50,
+    };
+    assert_eq!(
+        on_pages.search_batch(&queries, params).unwrap(),
+        on_vec.search_batch(&queries, params).unwrap()
+    );
+    assert_eq!(
+        on_pages.exhaustive_search(&queries, 10),
+        on_vec.exhaustive_search(&queries, 10)
+    );
 }
 
 #[test]

@@ -178,11 +178,11 @@ impl<'p> IndexBuilder<'p> {
     /// Builds an index over `corpus`. `learn` is a sample of tokens from
     /// the query distribution (`[L, d]`); without it the corpus tokens are
     /// used.
-    pub fn build(
+    pub fn build<T: AsRef<[f32]> + Sync>(
         &self,
-        corpus: MultiVectors,
+        corpus: MultiVectors<T>,
         learn: Option<&[f32]>,
-    ) -> Result<(Index, BuildReport), BuildError> {
+    ) -> Result<(Index<T>, BuildReport), BuildError> {
         self.check_config()?;
         let c = &self.config;
         let dim = corpus.dim();
@@ -328,23 +328,23 @@ impl<'p> IndexBuilder<'p> {
     /// Builds an index from an existing feature map and target
     /// normalisation, fitting only `W` on `fit_tokens` (`[s, d]`). This is
     /// the build step that adding documents repeats.
-    pub fn build_with_feature_map(
+    pub fn build_with_feature_map<T: AsRef<[f32]> + Sync>(
         &self,
         feature_map: FeatureMap,
         norm: TargetNorm,
         fit_tokens: &[f32],
-        corpus: MultiVectors,
-    ) -> Result<Index, BuildError> {
+        corpus: MultiVectors<T>,
+    ) -> Result<Index<T>, BuildError> {
         Ok(self.fit(feature_map, norm, fit_tokens, corpus)?.0)
     }
 
-    fn fit(
+    fn fit<T: AsRef<[f32]> + Sync>(
         &self,
         feature_map: FeatureMap,
         norm: TargetNorm,
         fit_tokens: &[f32],
-        corpus: MultiVectors,
-    ) -> Result<(Index, Duration, Duration), BuildError> {
+        corpus: MultiVectors<T>,
+    ) -> Result<(Index<T>, Duration, Duration), BuildError> {
         if feature_map.input_dim() != corpus.dim() {
             return Err(IndexError::DimMismatch {
                 model_dim: feature_map.input_dim(),
