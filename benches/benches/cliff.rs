@@ -3,22 +3,22 @@
 //! odd shapes d = 100 and q = 33, one thread, the best SIMD level (read
 //! against the FMA peak that `benches/search.rs` measures in the same run).
 //!
-//! Each shape is measured three times: `cliff/` streams 2,000 documents of
-//! 50..=150 tokens from memory, kept in an [`AlignedVec`] in
-//! [`Pages::Huge`] (2 MiB pages where the OS grants them: a caller's
-//! choice for a corpus scanned from memory), so short queries meet the
-//! memory bandwidth
-//! (a query of q tokens does q / 2 FLOP per byte of document); `cliff_4k/`
-//! streams the same documents from a `Vec` (4 KiB pages, where the
-//! hardware prefetchers stop at every page boundary); `cliff_l2/` scores
-//! the first documents that fit in half of this core's L2 cache (as Linux
-//! reports it; 512 KiB where it does not), which stay there, so it
-//! measures the kernel alone. `cliff_memory/read` and `read_4k` read a
-//! buffer the size of the d = 128 documents once, in vector chains: the
-//! bandwidth one thread gets from each kind of page, so the streamed rows
-//! can be read against their roofline of `q / 2` FLOP per byte times that
-//! bandwidth. The bench prints how much of the `AlignedVec` documents the
-//! kernel backed with huge pages.
+//! Each shape is measured three times. `cliff/` streams 2,000 documents of
+//! 50..=150 tokens from memory, so short queries meet the memory bandwidth
+//! (a query of q tokens does q / 2 FLOP per byte of document), from an
+//! [`AlignedVec`] in small pages (4 KiB, where the hardware prefetchers
+//! stop at every page boundary); `cliff_huge/` streams the same documents
+//! from an `AlignedVec` in [`Pages::Huge`] (2 MiB pages where the OS grants
+//! them: a caller's choice for a corpus scanned from memory), so the two
+//! differ in their pages only; `cliff_l2/` scores the first documents that
+//! fit in half of this core's L2 cache (as Linux reports it; 512 KiB where
+//! it does not), which stay there, so it measures the kernel alone.
+//! `cliff_memory/read` and `read_huge` read a buffer the size of the
+//! d = 128 documents once, in vector chains: the bandwidth one thread gets
+//! from each kind of page, so the streamed rows can be read against their
+//! roofline of `q / 2` FLOP per byte times that bandwidth. The bench
+//! prints how much of each kind of buffer the kernel backed with huge
+//! pages.
 
 use std::time::Duration;
 
@@ -41,9 +41,11 @@ fn shape(c: &mut Criterion, dim: usize, q: usize, resident_bytes: usize) {
     let tokens: Vec<f32> = (0..n_tokens * dim).map(|_| rng.normal()).collect();
     let query: Vec<f32> = (0..q * dim).map(|_| rng.normal()).collect();
     let packed = PackedQuery::new(&query, dim);
-    let paged = AlignedVec::from_slice_in(&tokens, Pages::Huge);
+    let small = AlignedVec::from_slice_in(&tokens, Pages::Small);
+    let huge = AlignedVec::from_slice_in(&tokens, Pages::Huge);
+    drop(tokens);
     let isa = Isa::detect();
-    for (group, tokens) in [("cliff", &paged[..]), ("cliff_4k", &tokens[..])] {
+    for (group, tokens) in [("cliff", &small), ("cliff_huge", &huge)] {
         let docs = split(tokens, &counts, dim);
         let mut group = c.benchmark_group(group);
         group.throughput(Throughput::Elements((2 * q * n_tokens * dim) as u64));
@@ -65,9 +67,10 @@ fn shape(c: &mut Criterion, dim: usize, q: usize, resident_bytes: usize) {
         group.finish();
     }
     if dim == 128 && q == 8 {
-        report_huge_pages(&paged);
+        report_huge_pages("small", &small);
+        report_huge_pages("huge", &huge);
     }
-    let docs = split(&tokens, &counts, dim);
+    let docs = split(&small, &counts, dim);
 
     let mut resident = 0;
     let mut resident_tokens = 0;
@@ -105,29 +108,32 @@ fn split<'a>(tokens: &'a [f32], counts: &[usize], dim: usize) -> Vec<&'a [f32]> 
     docs
 }
 
-/// Prints how many bytes of `buffer` sit in huge pages, from this
-/// process's memory map (Linux only; silent elsewhere).
-fn report_huge_pages(buffer: &[f32]) {
-    let Some(bytes) = lemur_bench::anon_huge_page_bytes(buffer) else {
+/// Prints how many bytes of the mappings holding `buffer` (the documents
+/// in `pages`) sit in huge pages, from this process's memory map (Linux
+/// only; silent elsewhere).
+fn report_huge_pages(pages: &str, buffer: &[f32]) {
+    let Some((huge, mapped)) = lemur_bench::anon_huge_page_bytes(buffer) else {
         return;
     };
     println!(
-        "cliff: {:.0} of the {:.0} MB of streamed documents are in huge pages",
-        bytes.min(size_of_val(buffer)) as f64 / 1e6,
-        size_of_val(buffer) as f64 / 1e6
+        "cliff: {:.0} MB of documents in {pages} pages: {:.0} of the {:.0} MB mapped for them are huge pages",
+        size_of_val(buffer) as f64 / 1e6,
+        huge as f64 / 1e6,
+        mapped as f64 / 1e6
     );
 }
 
 /// One thread's streaming read bandwidth over as many bytes as the d = 128
-/// streamed documents (2,000 of 100 tokens on average), from an
-/// `AlignedVec` and from a `Vec`.
+/// streamed documents (2,000 of 100 tokens on average), from small pages
+/// and from huge ones.
 fn read_bandwidth(c: &mut Criterion) {
     let values: Vec<f32> = (0..N_DOCS * 100 * 128).map(|i| (i % 7) as f32).collect();
-    let paged = AlignedVec::from_slice_in(&values, Pages::Huge);
+    let small = AlignedVec::from_slice_in(&values, Pages::Small);
+    let huge = AlignedVec::from_slice_in(&values, Pages::Huge);
     let mut group = c.benchmark_group("cliff_memory");
     group.throughput(Throughput::Bytes((values.len() * size_of::<f32>()) as u64));
-    group.bench_function("read", |b| b.iter(|| lemur_bench::stream_read(&paged)));
-    group.bench_function("read_4k", |b| b.iter(|| lemur_bench::stream_read(&values)));
+    group.bench_function("read", |b| b.iter(|| lemur_bench::stream_read(&small)));
+    group.bench_function("read_huge", |b| b.iter(|| lemur_bench::stream_read(&huge)));
     group.finish();
 }
 

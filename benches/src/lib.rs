@@ -190,16 +190,15 @@ pub fn l2_cache_bytes() -> Option<usize> {
     })
 }
 
-/// Bytes of the mappings holding `buffer` that Linux backs with
-/// transparent huge pages (`AnonHugePages` in `/proc/self/smaps`, summed
-/// over the mappings that overlap it), or `None` where there is no such
-/// file.
-pub fn anon_huge_page_bytes<T>(buffer: &[T]) -> Option<usize> {
+/// Bytes of the mappings that overlap `buffer` which Linux backs with
+/// transparent huge pages (`AnonHugePages` in `/proc/self/smaps`), and the
+/// size of those mappings, or `None` where there is no such file.
+pub fn anon_huge_page_bytes<T>(buffer: &[T]) -> Option<(usize, usize)> {
     let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
     let start = buffer.as_ptr() as usize;
     let end = start + size_of_val(buffer);
     let mut overlapping = false;
-    let mut total = 0;
+    let (mut huge, mut mapped) = (0, 0);
     for line in smaps.lines() {
         let mut fields = line.split_whitespace();
         let Some(first) = fields.next() else { continue };
@@ -211,10 +210,13 @@ pub fn anon_huge_page_bytes<T>(buffer: &[T]) -> Option<usize> {
         {
             // A mapping's header line: "low-high perms offset ...".
             overlapping = low < end && start < high;
+            if overlapping {
+                mapped += high - low;
+            }
         } else if overlapping && first == "AnonHugePages:" {
             let kib: usize = fields.next()?.parse().ok()?;
-            total += kib << 10;
+            huge += kib << 10;
         }
     }
-    Some(total)
+    Some((huge, mapped))
 }

@@ -10,20 +10,22 @@
 //! kernels read lives here, in whole 64-byte lines.
 //!
 //! Pages matter for data streamed from memory. On the Zen 4 measured
-//! (session 17 in docs/PERFORMANCE.md), one thread read 17-22 GB/s from
-//! 4 KiB pages and 28-31 GB/s from 2 MiB ones, and MaxSim of an 8-token
-//! query over documents streamed from memory ran at 40-61% of the FMA
+//! (session 17 in docs/PERFORMANCE.md), one thread read 17-26 GB/s from
+//! 4 KiB pages and 27-32 GB/s from 2 MiB ones, and MaxSim of an 8-token
+//! query over documents streamed from memory ran at 40-69% of the FMA
 //! peak from the former and 64-77% from the latter: the hardware
-//! prefetchers stop at every page boundary. So a buffer made with [`Pages::Huge`] puts every
-//! allocation of at least [`HUGE_PAGE_BYTES`] in an anonymous memory map
-//! advised `MADV_HUGEPAGE` before anything is written to it (unlike
-//! collapsing written pages, about 2 ms per MB). It is opt-in: the query
-//! pipeline, which reads scattered documents and `W` rows, did not get
-//! faster from it, and in the VM measured the first huge pages a process
-//! touched cost about 2 ms per MB to fault in. Where the advice is
-//! unavailable (another OS, huge pages disabled) the map is plain pages,
-//! and where no map can be made the buffer falls back to the heap: the
-//! pages are a hint, never a failure.
+//! prefetchers stop at every page boundary. So a buffer made with
+//! [`Pages::Huge`] puts every allocation of at least [`HUGE_PAGE_BYTES`]
+//! in an anonymous memory map which, on Linux, is advised `MADV_HUGEPAGE`
+//! before anything is written to it: the kernel then faults it in as huge
+//! pages, where collapsing pages already written costs about 2 ms per MB.
+//! It is opt-in. The query pipeline, which reads scattered documents and
+//! `W` rows, did not get faster from it; and in the VM measured, the first
+//! huge pages a process touched still took about 2 ms per MB to fault in
+//! (the hypervisor backing fresh memory, not compaction), 17 ms per 100 MB
+//! after that. Where the advice is unavailable (another OS, huge pages
+//! disabled) the map is plain pages, and where no map can be made the
+//! buffer falls back to the heap: the pages are a hint, never a failure.
 
 use core::fmt;
 use core::marker::PhantomData;
@@ -34,9 +36,9 @@ use memmap2::MmapMut;
 
 use crate::prefetch::LINE_BYTES;
 
-/// Buffers of at least this many bytes (in whole cache lines) are memory
-/// maps advised for huge pages: one 2 MiB page, the x86-64 and AArch64
-/// (4 KiB granule) size.
+/// With [`Pages::Huge`], allocations of at least this many bytes (in whole
+/// cache lines) are memory maps advised for huge pages: one 2 MiB page,
+/// the x86-64 and AArch64 (4 KiB granule) size.
 pub const HUGE_PAGE_BYTES: usize = 2 << 20;
 
 /// One cache line.
@@ -57,8 +59,9 @@ pub enum Pages {
 
 /// Where the values live: heap lines, or for [`Pages::Huge`] from
 /// [`HUGE_PAGE_BYTES`] on a map (page aligned, so also line aligned). A
-/// map's capacity is a whole number of huge pages, which lets the kernel
-/// align it to one.
+/// map's capacity is a whole number of huge pages, which Linux 6.7 and
+/// later align to one; older kernels may start it mid-page, and then its
+/// first and last 2 MiB stay in small pages.
 enum Storage {
     Lines(Vec<Line>),
     Map(MmapMut),
@@ -107,8 +110,9 @@ fn huge_page_map(bytes: usize) -> Option<MmapMut> {
 /// on a 64-byte cache line, in the [`Pages`] chosen at construction (see
 /// the module docs).
 ///
-/// Use it with [`Pages::Huge`] for large token matrices scanned from
-/// memory, e.g. a corpus searched exhaustively with short queries:
+/// Use it with [`Pages::Huge`] for large token matrices that one or a few
+/// short queries at a time scan from memory (a batch of queries reuses
+/// each document it reads, and is bound by the FMAs instead):
 /// [`MultiVectors`](crate::MultiVectors) accepts it as storage and appends
 /// to it like a `Vec`.
 ///
@@ -140,6 +144,8 @@ impl<T: Pod> AlignedVec<T> {
 
     /// `len` zeros in `pages`.
     pub fn zeroed_in(len: usize, pages: Pages) -> Self {
+        // Values are viewed in place in 64-byte-aligned storage.
+        const { assert!(size_of::<T>() > 0 && align_of::<T>() <= LINE_BYTES) };
         let mut buffer = AlignedVec {
             storage: Storage::Lines(Vec::new()),
             len: 0,
@@ -179,27 +185,37 @@ impl<T: Pod> AlignedVec<T> {
         self.len = len;
     }
 
-    /// Appends `values` after the current contents, growing the storage by
-    /// at least half when it is full (amortised O(1) per value).
+    /// Appends `values` after the current contents: heap storage grows as
+    /// a `Vec` does (in place where the allocator can), a map by at least
+    /// half into a new one.
     pub fn extend_from_slice(&mut self, values: &[T]) {
         let old = self.len;
         let new_len = old + values.len();
         let needed = Self::bytes_for(new_len);
         let capacity = self.storage.bytes().len();
         if needed > capacity {
-            let mut grown = Storage::zeroed(needed.max(capacity + capacity / 2), self.pages);
-            let used = Self::bytes_for(old);
-            grown.bytes_mut()[..used].copy_from_slice(&self.storage.bytes()[..used]);
-            self.storage = grown;
+            let target = needed.max(capacity + capacity / 2);
+            let to_map = self.pages == Pages::Huge && target >= HUGE_PAGE_BYTES;
+            match &mut self.storage {
+                Storage::Lines(lines) if !to_map => {
+                    lines.resize(needed.div_ceil(LINE_BYTES), Line::zeroed());
+                }
+                _ => {
+                    let mut grown = Storage::zeroed(target, self.pages);
+                    let used = Self::bytes_for(old);
+                    grown.bytes_mut()[..used].copy_from_slice(&self.storage.bytes()[..used]);
+                    self.storage = grown;
+                }
+            }
         }
         self.len = new_len;
         self[old..].copy_from_slice(values);
     }
 
-    /// Whether the values live in a memory map advised for huge pages
-    /// (whether the kernel granted them shows in `/proc/self/smaps`): for
-    /// [`Pages::Huge`] from [`HUGE_PAGE_BYTES`] on, where the OS makes
-    /// maps.
+    /// Whether the values live in a memory map (advised for huge pages on
+    /// Linux; whether the kernel granted them shows in `/proc/self/smaps`):
+    /// for [`Pages::Huge`] once the allocation reached [`HUGE_PAGE_BYTES`],
+    /// where the OS makes maps.
     pub fn is_mapped(&self) -> bool {
         matches!(self.storage, Storage::Map(_))
     }
@@ -226,13 +242,14 @@ impl<T: Pod> Deref for AlignedVec<T> {
     type Target = [T];
 
     fn deref(&self) -> &[T] {
-        &bytemuck::cast_slice(self.storage.bytes())[..self.len]
+        bytemuck::cast_slice(&self.storage.bytes()[..Self::bytes_for(self.len)])
     }
 }
 
 impl<T: Pod> DerefMut for AlignedVec<T> {
     fn deref_mut(&mut self) -> &mut [T] {
-        &mut bytemuck::cast_slice_mut(self.storage.bytes_mut())[..self.len]
+        let bytes = Self::bytes_for(self.len);
+        bytemuck::cast_slice_mut(&mut self.storage.bytes_mut()[..bytes])
     }
 }
 
@@ -274,6 +291,10 @@ mod tests {
         assert_eq!(other, buffer);
         other[0] = 1;
         assert_ne!(other, buffer);
+        // Values whose size does not divide a cache line are viewed too.
+        let triples = AlignedVec::from_slice(&[[1.0f32, 2.0, 3.0]; 5]);
+        assert_eq!(triples[4], [1.0, 2.0, 3.0]);
+        assert_eq!(triples.len(), 5);
     }
 
     #[test]
