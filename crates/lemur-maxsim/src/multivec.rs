@@ -2,7 +2,7 @@
 
 use thiserror::Error;
 
-use crate::AlignedVec;
+use crate::{AlignedVec, Pages};
 
 /// Why a ragged token set was rejected.
 #[derive(Debug, Clone, PartialEq, Error)]
@@ -223,9 +223,9 @@ impl<T: AsRef<[f32]>> MultiVectors<T> {
 
     /// The same sets with their tokens copied into an [`AlignedVec`] in
     /// `pages` (already validated, so not checked again): with
-    /// [`Pages::Huge`](crate::Pages::Huge), a large corpus that one or a
+    /// [`Pages::Huge`], a large corpus that one or a
     /// few short queries at a time scan from memory streams faster.
-    pub fn to_aligned(&self, pages: crate::Pages) -> MultiVectors<AlignedVec<f32>> {
+    pub fn to_aligned(&self, pages: Pages) -> MultiVectors<AlignedVec<f32>> {
         MultiVectors {
             tokens: AlignedVec::from_slice_in(self.tokens(), pages),
             dim: self.dim,
