@@ -220,3 +220,16 @@ pub fn anon_huge_page_bytes<T>(buffer: &[T]) -> Option<(usize, usize)> {
     }
     Some((huge, mapped))
 }
+
+/// A field of `/proc/self/status` in bytes (`VmHWM`: peak resident
+/// memory; `VmRSS`: resident memory now, page-cache pages of mapped files
+/// included). `None` where the file or field is missing.
+pub fn proc_status_bytes(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| {
+        l.strip_prefix(field)
+            .is_some_and(|rest| rest.starts_with(':'))
+    })?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

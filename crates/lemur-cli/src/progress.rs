@@ -31,10 +31,11 @@ impl StageBars {
                 bar.finish();
             }
             let bar = ProgressBar::new(total as u64);
-            let style =
-                ProgressStyle::with_template("{prefix:>12} [{bar:40}] {pos}/{len} ({elapsed})")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> ");
+            let style = ProgressStyle::with_template(
+                "{prefix:>12} [{bar:40}] {pos}/{len} ({elapsed}, ETA {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
             bar.set_style(style);
             bar.set_prefix(format!("{stage:?}"));
             *current = Some((stage, bar));

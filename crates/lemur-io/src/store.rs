@@ -38,7 +38,7 @@ const MANIFEST: &str = "manifest.json";
 pub struct ArrayEntry {
     /// File name inside the generation directory.
     pub file: String,
-    /// Element type: `"f32"` or `"u64"` (little-endian).
+    /// Element type: `"f32"`, `"u64"`, `"u32"` or `"u8"` (little-endian).
     pub dtype: String,
     /// Shape, row-major.
     pub shape: Vec<usize>,
@@ -79,6 +79,8 @@ fn descr(dtype: &str) -> Option<(&'static str, usize)> {
     match dtype {
         "f32" => Some(("<f4", 4)),
         "u64" => Some(("<u8", 8)),
+        "u32" => Some(("<u4", 4)),
+        "u8" => Some(("|u1", 1)),
         _ => None,
     }
 }
@@ -201,6 +203,37 @@ impl StoreWriter {
         );
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.write(name, "u64", shape, &bytes)
+    }
+
+    /// Adds a u32 array.
+    ///
+    /// # Panics
+    ///
+    /// If `values` does not have `shape`'s number of elements.
+    #[track_caller]
+    pub fn u32(&mut self, name: &str, shape: &[usize], values: &[u32]) -> Result<(), LoadError> {
+        assert_eq!(
+            values.len(),
+            shape.iter().product::<usize>(),
+            "{name}: values do not match the shape"
+        );
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.write(name, "u32", shape, &bytes)
+    }
+
+    /// Adds a u8 array.
+    ///
+    /// # Panics
+    ///
+    /// If `values` does not have `shape`'s number of elements.
+    #[track_caller]
+    pub fn u8(&mut self, name: &str, shape: &[usize], values: &[u8]) -> Result<(), LoadError> {
+        assert_eq!(
+            values.len(),
+            shape.iter().product::<usize>(),
+            "{name}: values do not match the shape"
+        );
+        self.write(name, "u8", shape, values)
     }
 
     /// Writes the manifest, syncs the generation, makes it current and
@@ -393,7 +426,12 @@ impl Store {
                 &path,
                 LoadErrorKind::Dtype {
                     key: name.to_owned(),
-                    expected: if dtype == "f32" { "f32" } else { "u64" },
+                    expected: match dtype {
+                        "f32" => "f32",
+                        "u32" => "u32",
+                        "u8" => "u8",
+                        _ => "u64",
+                    },
                     found: entry.dtype.clone(),
                 },
             ));
@@ -471,6 +509,26 @@ impl Store {
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
             .collect();
         Ok((entry.shape.clone(), values))
+    }
+
+    /// Reads a u32 array into memory, verifying its checksum.
+    pub fn read_u32(&self, name: &str) -> Result<(Vec<usize>, Vec<u32>), LoadError> {
+        let bytes = self.read_bytes(name)?;
+        let (entry, offset) = self.check(name, "u32", &bytes)?;
+        self.verify_crc(name, entry, &bytes)?;
+        let values = bytes[offset..]
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Ok((entry.shape.clone(), values))
+    }
+
+    /// Reads a u8 array into memory, verifying its checksum.
+    pub fn read_u8(&self, name: &str) -> Result<(Vec<usize>, Vec<u8>), LoadError> {
+        let bytes = self.read_bytes(name)?;
+        let (entry, offset) = self.check(name, "u8", &bytes)?;
+        self.verify_crc(name, entry, &bytes)?;
+        Ok((entry.shape.clone(), bytes[offset..].to_vec()))
     }
 
     /// Memory-maps an f32 array without copying it. The header, size and

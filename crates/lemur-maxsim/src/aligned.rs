@@ -10,7 +10,7 @@
 //! kernels read lives here, in whole 64-byte lines.
 //!
 //! Pages matter for data streamed from memory. On the Zen 4 measured
-//! (session 17 in docs/PERFORMANCE.md), one thread read 17-26 GB/s from
+//! (docs/PERFORMANCE.md, Zen 4), one thread read 17-26 GB/s from
 //! 4 KiB pages and 27-32 GB/s from 2 MiB ones, and MaxSim of an 8-token
 //! query over documents streamed from memory ran at 40-69% of the FMA
 //! peak from the former and 64-77% from the latter: the hardware

@@ -51,6 +51,7 @@ pub mod gemm;
 mod map;
 pub mod naive;
 mod network;
+pub mod pca;
 mod real;
 pub mod simd;
 pub mod sketch;

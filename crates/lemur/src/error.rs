@@ -54,6 +54,9 @@ pub enum IndexError {
         /// The feature map's `h`.
         feature_dim: usize,
     },
+    /// The first-stage graph could not be built, extended or assembled.
+    #[error("first stage: {0}")]
+    FirstStage(lemur_ann::AnnError),
     /// The weight solver could not be rebuilt for adding documents.
     #[error(transparent)]
     Fit(#[from] crate::fit::FitError),

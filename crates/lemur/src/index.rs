@@ -10,6 +10,7 @@ use lemur_mlp::FeatureMap;
 
 use crate::build::BuildConfig;
 use crate::error::{IndexError, SearchError};
+use crate::first_stage::GraphStage;
 use crate::fit::WeightSolver;
 use crate::precision::ReducedCopies;
 use crate::weights::DocWeights;
@@ -65,6 +66,9 @@ pub struct Index<T = Vec<f32>> {
     /// Reduced-precision copies of `W` and the corpus that searches use
     /// instead of the f32 ones ([`Index::with_precision`]).
     pub(crate) reduced: Option<Arc<ReducedCopies>>,
+    /// The graph first stage, for large indexes
+    /// ([`Index::build_first_stage`]); `None` scans all of `W`.
+    pub(crate) first_stage: Option<Arc<GraphStage>>,
 }
 
 /// The weight solver of an index built in Rust.
@@ -114,6 +118,7 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             solver: None,
             build_config: None,
             reduced: None,
+            first_stage: None,
         })
     }
 
@@ -248,6 +253,9 @@ impl<T: GrowableTokens + Sync> Index<T> {
         let added = MultiVectors::new(tokens, self.dim(), counts)?;
         let rows = DocWeights::new(solver.fit(&added), added.len(), self.feature_dim())?;
         let first = self.len();
+        if let Some(stage) = &mut self.first_stage {
+            Arc::make_mut(stage).graph.add(rows.values())?;
+        }
         if let Some(copies) = &mut self.reduced {
             Arc::make_mut(copies).append(rows.values(), rows.width(), &added);
         }

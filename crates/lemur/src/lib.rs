@@ -54,6 +54,7 @@
 mod build;
 mod error;
 mod filter;
+mod first_stage;
 mod fit;
 mod index;
 pub mod naive;
@@ -71,6 +72,7 @@ mod weights;
 
 pub use build::{BuildConfig, BuildError, BuildReport, IndexBuilder, Stage};
 pub use error::{IndexError, SearchError};
+pub use first_stage::FirstStageConfig;
 pub use fit::{FitError, WeightSolver};
 pub use index::{Hit, Index, SearchParams};
 pub use lemur_io::{MappedF32, TargetNorm};
@@ -82,6 +84,8 @@ pub use precision::{Precision, TokenPrecision, WeightPrecision};
 pub use text_index::{TextIndex, TextIndexConfig, TextIndexError, TextIndexStats};
 pub use weights::DocWeights;
 
+/// The graph first stage over `W` (`lemur-ann`).
+pub use lemur_ann as ann;
 /// Loading and saving files (`lemur-io`).
 pub use lemur_io as io;
 /// Exact MaxSim kernels (`lemur-maxsim`).

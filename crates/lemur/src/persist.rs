@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::build::BuildConfig;
 use crate::error::IndexError;
+use crate::first_stage::GraphStage;
 use crate::index::{Index, SolverState};
 use crate::weights::DocWeights;
+use lemur_ann::{GraphConfig, GraphParts, ProjectedGraph};
 
 /// The metadata part of the manifest.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -29,6 +31,20 @@ struct Metadata {
     /// (the text index's document ids), so both change in one commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     extra: Option<serde_json::Value>,
+    /// The graph first stage, when the index has one (arrays `ann_*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    first_stage: Option<GraphMeta>,
+}
+
+/// The scalars of a saved first-stage graph.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GraphMeta {
+    max_degree: usize,
+    ef_construction: usize,
+    seed: u64,
+    norm_cap: f32,
+    refine_factor: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -146,6 +162,27 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             }
             None => None,
         };
+        let first_stage = match &self.first_stage {
+            Some(stage) => {
+                let (mean, axes, graph) = stage.graph.to_parts();
+                let (h, n) = (mean.len(), graph.levels.len());
+                writer.f32("ann_mean", &[h], &mean)?;
+                writer.f32("ann_axes", &[axes.len() / h, h], &axes)?;
+                writer.f32("ann_vectors", &[n, graph.dim + 1], &graph.vectors)?;
+                writer.u8("ann_levels", &[n], &graph.levels)?;
+                let degree = 2 * graph.config.max_degree;
+                writer.u32("ann_base", &[n, degree], &graph.base)?;
+                writer.u32("ann_upper", &[graph.upper.len()], &graph.upper)?;
+                Some(GraphMeta {
+                    max_degree: graph.config.max_degree,
+                    ef_construction: graph.config.ef_construction,
+                    seed: graph.config.seed,
+                    norm_cap: graph.norm_cap,
+                    refine_factor: stage.refine_factor,
+                })
+            }
+            None => None,
+        };
         let metadata = Metadata {
             dim: self.dim(),
             n_docs: self.len(),
@@ -156,6 +193,7 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             solver_norm,
             build_config: self.build_config.clone(),
             extra,
+            first_stage,
         };
         writer.commit(serde_json::to_value(metadata).expect("metadata serialises"))?;
         Ok(())
@@ -257,9 +295,14 @@ fn assemble<T: AsRef<[f32]> + Sync>(
         ));
     }
     let weights = DocWeights::new(w, metadata.n_docs, metadata.feature_dim)?;
+    let first_stage = match metadata.first_stage {
+        Some(meta) => Some(Arc::new(read_graph(store, &metadata, meta)?)),
+        None => None,
+    };
     let mut index = Index::new(feature_map, weights, corpus)?;
     index.target_norm = metadata.target_norm.map(Into::into);
     index.build_config = metadata.build_config;
+    index.first_stage = first_stage;
     index.solver = match metadata.solver_norm {
         Some(norm) => {
             let (shape, sample) = store.read_f32("solver_sample")?;
@@ -277,6 +320,63 @@ fn assemble<T: AsRef<[f32]> + Sync>(
         None => None,
     };
     Ok(index)
+}
+
+/// Reads and validates the saved first-stage graph.
+fn read_graph(
+    store: &Store,
+    metadata: &Metadata,
+    meta: GraphMeta,
+) -> Result<GraphStage, IndexError> {
+    let dir = store.dir();
+    let shape_error = |name: &str, shape: &[usize]| {
+        format_error(
+            dir,
+            format!("{name} has shape {shape:?}, which does not fit the index"),
+        )
+    };
+    let (shape, mean) = store.read_f32("ann_mean")?;
+    if shape != [metadata.feature_dim] {
+        return Err(shape_error("ann_mean", &shape));
+    }
+    let (shape, axes) = store.read_f32("ann_axes")?;
+    if shape.len() != 2 || shape[1] != metadata.feature_dim {
+        return Err(shape_error("ann_axes", &shape));
+    }
+    let r = shape[0];
+    let (shape, vectors) = store.read_f32("ann_vectors")?;
+    if shape != [metadata.n_docs, r + 1] {
+        return Err(shape_error("ann_vectors", &shape));
+    }
+    let (shape, levels) = store.read_u8("ann_levels")?;
+    if shape != [metadata.n_docs] {
+        return Err(shape_error("ann_levels", &shape));
+    }
+    let (shape, base) = store.read_u32("ann_base")?;
+    if shape != [metadata.n_docs, 2 * meta.max_degree] {
+        return Err(shape_error("ann_base", &shape));
+    }
+    let (_, upper) = store.read_u32("ann_upper")?;
+    let parts = GraphParts {
+        dim: r,
+        config: GraphConfig {
+            max_degree: meta.max_degree,
+            ef_construction: meta.ef_construction,
+            seed: meta.seed,
+        },
+        norm_cap: meta.norm_cap,
+        vectors,
+        levels,
+        base,
+        upper,
+    };
+    if meta.refine_factor == 0 {
+        return Err(format_error(dir, "the first stage's refine_factor is 0"));
+    }
+    Ok(GraphStage {
+        graph: ProjectedGraph::from_parts(mean, axes, parts)?,
+        refine_factor: meta.refine_factor,
+    })
 }
 
 fn open_store(dir: &Path) -> Result<(Store, Metadata), IndexError> {

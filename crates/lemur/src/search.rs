@@ -134,6 +134,9 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         let (h, m) = (self.feature_dim(), self.len());
         assert_eq!(features.len() % h, 0, "features is not [n_queries, h]");
         let n_candidates = n_candidates.min(m);
+        if let Some(stage) = &self.first_stage {
+            return self.graph_candidates(stage, features, n_candidates);
+        }
         let mut all = Vec::with_capacity(features.len() / h);
         for batch in features.chunks(QUERY_BLOCK * h) {
             // With a reduced copy, `W` is read at a half or a quarter of

@@ -112,6 +112,34 @@ fn noisy_unit(rng: &mut Rng, center: &[f32], noise: f32, out: &mut Vec<f32>) {
     normalize(&mut out[start..]);
 }
 
+/// `spec.n_centroids` unit centroids drawn from `rng`.
+fn centroids_of(spec: &CorpusSpec, rng: &mut Rng) -> Vec<f32> {
+    let mut centroids = Vec::with_capacity(spec.n_centroids * spec.dim);
+    for _ in 0..spec.n_centroids {
+        let start = centroids.len();
+        centroids.extend((0..spec.dim).map(|_| rng.normal()));
+        normalize(&mut centroids[start..]);
+    }
+    centroids
+}
+
+/// Appends `n` tokens to `out`, each around a centroid picked from
+/// `topics`, with per-coordinate `noise` before normalisation.
+fn draw_tokens(
+    rng: &mut Rng,
+    centroids: &[f32],
+    dim: usize,
+    topics: &[usize],
+    n: usize,
+    noise: f32,
+    out: &mut Vec<f32>,
+) {
+    for _ in 0..n {
+        let topic = topics[rng.range(0, topics.len())];
+        noisy_unit(rng, &centroids[topic * dim..][..dim], noise, out);
+    }
+}
+
 /// Generates a corpus from `spec`.
 ///
 /// # Panics
@@ -123,12 +151,7 @@ pub fn corpus(spec: &CorpusSpec) -> SyntheticCorpus {
     assert!(spec.dim >= 1 && spec.n_centroids >= 1 && spec.topics_per_doc >= 1);
     assert!(spec.min_tokens >= 1 && spec.min_tokens <= spec.max_tokens);
     let mut rng = Rng::new(spec.seed);
-    let mut centroids = Vec::with_capacity(spec.n_centroids * spec.dim);
-    for _ in 0..spec.n_centroids {
-        let start = centroids.len();
-        centroids.extend((0..spec.dim).map(|_| rng.normal()));
-        normalize(&mut centroids[start..]);
-    }
+    let centroids = centroids_of(spec, &mut rng);
     let mut tokens = Vec::new();
     let mut counts = Vec::with_capacity(spec.n_docs);
     let mut doc_topics = Vec::with_capacity(spec.n_docs);
@@ -137,15 +160,15 @@ pub fn corpus(spec: &CorpusSpec) -> SyntheticCorpus {
         let topics: Vec<usize> = (0..spec.topics_per_doc)
             .map(|_| rng.range(0, spec.n_centroids))
             .collect();
-        for _ in 0..n {
-            let topic = topics[rng.range(0, topics.len())];
-            noisy_unit(
-                &mut rng,
-                &centroids[topic * spec.dim..][..spec.dim],
-                spec.noise,
-                &mut tokens,
-            );
-        }
+        draw_tokens(
+            &mut rng,
+            &centroids,
+            spec.dim,
+            &topics,
+            n,
+            spec.noise,
+            &mut tokens,
+        );
         counts.push(n);
         doc_topics.push(topics);
     }
@@ -170,15 +193,16 @@ impl SyntheticCorpus {
         for _ in 0..n_queries {
             let doc = rng.range(0, self.doc_topics.len());
             let topics = &self.doc_topics[doc];
-            for _ in 0..tokens_per_query {
-                let topic = topics[rng.range(0, topics.len())];
-                noisy_unit(
-                    &mut rng,
-                    &self.centroids[topic * dim..][..dim],
-                    2.0 * self.spec.noise,
-                    &mut tokens,
-                );
-            }
+            let noise = 2.0 * self.spec.noise;
+            draw_tokens(
+                &mut rng,
+                &self.centroids,
+                dim,
+                topics,
+                tokens_per_query,
+                noise,
+                &mut tokens,
+            );
         }
         MultiVectors::new(tokens, dim, &vec![tokens_per_query; n_queries])
             .expect("generated queries are valid")
@@ -234,4 +258,155 @@ pub fn random_mlp(widths: &[usize], activation: Activation, seed: u64) -> Featur
 pub fn random_features(dim: usize, h: usize, seed: u64) -> FeatureMap {
     let mut rng = Rng::new(seed);
     FeatureMap::random((0..dim * h).map(|_| rng.normal()).collect(), dim, h).expect("valid widths")
+}
+
+/// Mixes a seed and an index into an unrelated generator state, so that
+/// the streams of neighbouring documents do not overlap (SplitMix64
+/// streams from nearby states are shifted copies of each other).
+fn stream_seed(seed: u64, index: u64) -> u64 {
+    let mut mix = Rng::new(seed ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    mix.next_u64() ^ index
+}
+
+/// A synthetic corpus too large to hold: every document is generated on
+/// demand from `(spec.seed, document id)`, so a build can stream it in
+/// chunks and an exact ground truth can be computed chunk by chunk without
+/// the whole corpus on disk or in memory. The distribution is
+/// [`CorpusSpec`]'s (tokens around shared topic centroids).
+#[derive(Debug, Clone)]
+pub struct StreamedCorpus {
+    spec: CorpusSpec,
+    centroids: Vec<f32>,
+}
+
+impl CorpusSpec {
+    /// The scale benchmark's workload: `n_docs` documents of 16..=120
+    /// tokens (68 on average, MS MARCO passages' mean under ColBERT),
+    /// d = 128, otherwise W10k's distribution.
+    pub fn colbert_scale(n_docs: usize) -> CorpusSpec {
+        CorpusSpec {
+            n_docs,
+            min_tokens: 16,
+            max_tokens: 120,
+            ..CorpusSpec::colbert_10k()
+        }
+    }
+}
+
+impl StreamedCorpus {
+    /// The corpus described by `spec` (only its centroids are made now).
+    ///
+    /// # Panics
+    ///
+    /// As [`corpus`].
+    #[track_caller]
+    pub fn new(spec: &CorpusSpec) -> StreamedCorpus {
+        assert!(spec.dim >= 1 && spec.n_centroids >= 1 && spec.topics_per_doc >= 1);
+        assert!(spec.min_tokens >= 1 && spec.min_tokens <= spec.max_tokens);
+        StreamedCorpus {
+            spec: spec.clone(),
+            centroids: centroids_of(spec, &mut Rng::new(spec.seed)),
+        }
+    }
+
+    /// The specification.
+    pub fn spec(&self) -> &CorpusSpec {
+        &self.spec
+    }
+
+    /// Documents in the corpus.
+    pub fn len(&self) -> usize {
+        self.spec.n_docs
+    }
+
+    /// Whether the corpus has no documents.
+    pub fn is_empty(&self) -> bool {
+        self.spec.n_docs == 0
+    }
+
+    /// The generator of document `doc`, positioned after its length and
+    /// topics, with them.
+    fn document_header(&self, doc: usize) -> (Rng, usize, Vec<usize>) {
+        let mut rng = Rng::new(stream_seed(self.spec.seed, doc as u64));
+        let n = rng.range(self.spec.min_tokens, self.spec.max_tokens + 1);
+        let topics = (0..self.spec.topics_per_doc)
+            .map(|_| rng.range(0, self.spec.n_centroids))
+            .collect();
+        (rng, n, topics)
+    }
+
+    /// Tokens in document `doc`.
+    pub fn doc_len(&self, doc: usize) -> usize {
+        self.document_header(doc).1
+    }
+
+    /// Appends document `doc`'s tokens (`[n, d]`) to `out`; returns `n`.
+    pub fn document(&self, doc: usize, out: &mut Vec<f32>) -> usize {
+        let (mut rng, n, topics) = self.document_header(doc);
+        let (dim, noise) = (self.spec.dim, self.spec.noise);
+        draw_tokens(&mut rng, &self.centroids, dim, &topics, n, noise, out);
+        n
+    }
+
+    /// Documents `docs` as one ragged batch, generated in parallel on the
+    /// current rayon pool.
+    ///
+    /// # Panics
+    ///
+    /// If the range is empty or reaches past the corpus.
+    #[track_caller]
+    pub fn chunk(&self, docs: std::ops::Range<usize>) -> MultiVectors {
+        use rayon::prelude::*;
+        assert!(
+            !docs.is_empty() && docs.end <= self.spec.n_docs,
+            "chunk range"
+        );
+        let parts: Vec<(Vec<f32>, Vec<usize>)> = docs
+            .clone()
+            .into_par_iter()
+            .chunks(256)
+            .map(|ids| {
+                let mut tokens = Vec::new();
+                let counts = ids
+                    .iter()
+                    .map(|&id| self.document(id, &mut tokens))
+                    .collect();
+                (tokens, counts)
+            })
+            .collect();
+        let total: usize = parts.iter().map(|(t, _)| t.len()).sum();
+        let mut tokens = Vec::with_capacity(total);
+        let mut counts = Vec::with_capacity(docs.len());
+        for (t, c) in parts {
+            tokens.extend_from_slice(&t);
+            counts.extend_from_slice(&c);
+        }
+        MultiVectors::new(tokens, self.spec.dim, &counts).expect("generated documents are valid")
+    }
+
+    /// `n_queries` queries of `tokens_per_query` tokens, each drawn around
+    /// the topics of a random document with twice the corpus noise (as
+    /// [`SyntheticCorpus::queries`]); query `i` depends only on
+    /// `(seed, i)` and the corpus spec.
+    pub fn queries(&self, n_queries: usize, tokens_per_query: usize, seed: u64) -> MultiVectors {
+        let dim = self.spec.dim;
+        let mut tokens = Vec::with_capacity(n_queries * tokens_per_query * dim);
+        for query in 0..n_queries {
+            let mut rng = Rng::new(stream_seed(seed.wrapping_add(0xABCD), query as u64));
+            let doc = rng.range(0, self.spec.n_docs);
+            let topics = self.document_header(doc).2;
+            let noise = 2.0 * self.spec.noise;
+            draw_tokens(
+                &mut rng,
+                &self.centroids,
+                dim,
+                &topics,
+                tokens_per_query,
+                noise,
+                &mut tokens,
+            );
+        }
+        MultiVectors::new(tokens, dim, &vec![tokens_per_query; n_queries])
+            .expect("generated queries are valid")
+    }
 }

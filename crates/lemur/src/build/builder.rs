@@ -32,6 +32,9 @@ pub enum Stage {
     Solver,
     /// Fitting the weight rows (unit: documents).
     FitWeights,
+    /// Building the first-stage graph over `W`, for large indexes (unit:
+    /// steps, 0 of 1 then 1 of 1).
+    FirstStage,
 }
 
 /// Why a build failed.
@@ -87,6 +90,9 @@ pub struct BuildReport {
     pub solver_time: Duration,
     /// Time fitting `W`.
     pub fit_time: Duration,
+    /// Time building the first-stage graph (zero below
+    /// [`crate::FirstStageConfig::graph_min_docs`]).
+    pub first_stage_time: Duration,
 }
 
 /// Builds LEMUR indexes in Rust: no Python, no PyTorch.
@@ -310,7 +316,15 @@ impl<'p> IndexBuilder<'p> {
 
         let fit_rows = sample_indices(available, c.fit_sample, &mut rng);
         let fit_tokens = gather_rows(learn_tokens, dim, &fit_rows);
-        let (index, solver_time, fit_time) = self.fit(feature_map, norm, &fit_tokens, corpus)?;
+        let (mut index, solver_time, fit_time) =
+            self.fit(feature_map, norm, &fit_tokens, corpus)?;
+        let started = Instant::now();
+        if index.len() >= c.first_stage.graph_min_docs {
+            self.report(Stage::FirstStage, 0, 1);
+            index.build_first_stage(&c.first_stage)?;
+            self.report(Stage::FirstStage, 1, 1);
+        }
+        let first_stage_time = started.elapsed();
         let report = BuildReport {
             learn_rows: train_rows.len(),
             train_docs: docs.len(),
@@ -321,6 +335,7 @@ impl<'p> IndexBuilder<'p> {
             training_time,
             solver_time,
             fit_time,
+            first_stage_time,
         };
         Ok((index, report))
     }

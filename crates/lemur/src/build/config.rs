@@ -1,6 +1,8 @@
 //! Every knob of an index build, serialisable, with the spec's defaults.
 
 use lemur_mlp::Activation;
+
+use crate::first_stage::FirstStageConfig;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// How to build an index. `Default` gives the original LEMUR's settings;
@@ -56,6 +58,9 @@ pub struct BuildConfig {
     /// Seed of every random choice: the same seed and thread count give a
     /// bit-identical index.
     pub seed: u64,
+    /// When the index gets a graph first stage instead of the exact scan
+    /// of `W`, and its shape.
+    pub first_stage: FirstStageConfig,
 }
 
 impl Default for BuildConfig {
@@ -78,6 +83,7 @@ impl Default for BuildConfig {
             target_rank: 512,
             target_budget_bytes: 4 << 30,
             seed: 0,
+            first_stage: FirstStageConfig::default(),
         }
     }
 }

@@ -1,0 +1,136 @@
+//! The first stage as one piece: rows projected onto their principal axes
+//! and a graph over the projections.
+
+use crate::error::AnnError;
+use crate::graph::{Graph, GraphConfig, GraphParts};
+use crate::projection::Projection;
+
+/// How a [`ProjectedGraph`] is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProjectedConfig {
+    /// Principal axes kept (`r`); clamped to the row width.
+    pub projection_dim: usize,
+    /// Rows the axes are estimated from (evenly spaced over the rows).
+    pub sample_rows: usize,
+    /// The graph.
+    pub graph: GraphConfig,
+}
+
+impl Default for ProjectedConfig {
+    /// 256 axes from 32,768 rows; the graph's defaults.
+    fn default() -> Self {
+        ProjectedConfig {
+            projection_dim: 256,
+            sample_rows: 32_768,
+            graph: GraphConfig::default(),
+        }
+    }
+}
+
+/// A graph over the principal-axis projections of a matrix's rows,
+/// searched with queries projected the same way: it lists the rows whose
+/// inner products with a query are likely the largest, for the caller to
+/// score exactly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectedGraph {
+    projection: Projection,
+    graph: Graph,
+}
+
+impl ProjectedGraph {
+    /// Fits the projection on a sample of `rows` (`[n, dim]`, `n >= 1`)
+    /// and builds the graph over all of them, on the current rayon pool.
+    pub fn build(rows: &[f32], dim: usize, config: ProjectedConfig) -> Result<Self, AnnError> {
+        let n = crate::check_rows(rows, dim)?;
+        if n == 0 {
+            return Err(AnnError::TooFewRows {
+                rows: 0,
+                axes: config.projection_dim,
+            });
+        }
+        let step = n.div_ceil(config.sample_rows.max(1));
+        let sample: Vec<f32> = rows
+            .chunks_exact(dim)
+            .step_by(step)
+            .flatten()
+            .copied()
+            .collect();
+        let projection = Projection::fit(&sample, dim, config.projection_dim.min(dim))?;
+        let mut graph = Graph::new(projection.out_dim(), config.graph)?;
+        graph.add(&projection.project_rows(rows))?;
+        Ok(ProjectedGraph { projection, graph })
+    }
+
+    /// Adds rows (`[n, dim]`) as ids `len()..len() + n`, projected with the
+    /// existing axes. Returns the first new id.
+    pub fn add(&mut self, rows: &[f32]) -> Result<u32, AnnError> {
+        crate::check_rows(rows, self.projection.dim())?;
+        self.graph.add(&self.projection.project_rows(rows))
+    }
+
+    /// Rows indexed.
+    pub fn len(&self) -> usize {
+        self.graph.len()
+    }
+
+    /// Whether no rows are indexed.
+    pub fn is_empty(&self) -> bool {
+        self.graph.is_empty()
+    }
+
+    /// Bytes held (projection, projected rows, links).
+    pub fn bytes(&self) -> usize {
+        4 * (self.projection.axes().len() + self.projection.mean().len()) + self.graph.bytes()
+    }
+
+    /// The projection.
+    pub fn projection(&self) -> &Projection {
+        &self.projection
+    }
+
+    /// The graph.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Up to `n` row ids for `query` (`[dim]`), best projected score first,
+    /// from a beam of width `max(n, ef)`. Sequential.
+    ///
+    /// # Panics
+    ///
+    /// If `query` is not `dim` wide.
+    #[track_caller]
+    pub fn search(&self, query: &[f32], n: usize, ef: usize) -> Vec<u32> {
+        let projected = self.projection.project_queries(query);
+        self.graph
+            .search(&projected, n, ef.max(n))
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// The parts to save: the projection's mean and axes, and the graph's.
+    pub fn to_parts(&self) -> (Vec<f32>, Vec<f32>, GraphParts) {
+        (
+            self.projection.mean().to_vec(),
+            self.projection.axes().to_vec(),
+            self.graph.to_parts(),
+        )
+    }
+
+    /// Reassembles a projected graph from [`ProjectedGraph::to_parts`].
+    pub fn from_parts(mean: Vec<f32>, axes: Vec<f32>, graph: GraphParts) -> Result<Self, AnnError> {
+        let projection = Projection::from_parts(mean, axes)?;
+        if graph.dim != projection.out_dim() {
+            return Err(AnnError::Parts(format!(
+                "the graph is {} wide, the projection gives {}",
+                graph.dim,
+                projection.out_dim()
+            )));
+        }
+        Ok(ProjectedGraph {
+            projection,
+            graph: Graph::from_parts(graph)?,
+        })
+    }
+}

@@ -1,0 +1,178 @@
+//! A projection of `W`'s rows onto their principal axes.
+//!
+//! A query's score is `<f, w_j> = <f, mu> + <f, w_j - mu>`, and the first
+//! term is the same for every document, so the ranking only needs the
+//! centred rows. Most of their variance lies in a few hundred directions
+//! (on the scale benchmark's 100k-document `W`, 256 of 2048 axes hold 80%
+//! of it), so scores in that subspace rank a short list that the full
+//! rows then settle: the graph is built and searched in it at an eighth
+//! of the bytes per row.
+
+use lemur_mlp::gemm::matmul_a_bt;
+use lemur_mlp::pca::principal_axes;
+use rayon::prelude::*;
+
+use crate::error::AnnError;
+
+/// Rows projected per task: one sequential `[PROJECT_BLOCK, r]` product.
+const PROJECT_BLOCK: usize = 256;
+
+/// `x -> (x - mean) A^T` for rows and `f -> f A^T` for queries, with `A`
+/// `[r, dim]` the sample's leading principal axes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Projection {
+    mean: Vec<f32>,
+    axes: Vec<f32>,
+    dim: usize,
+}
+
+impl Projection {
+    /// The mean and `r` leading principal axes of `sample` (`[s, dim]`,
+    /// row-major, `s >= 1`, `1 <= r <= dim`). Call it outside rayon tasks
+    /// (the SVD uses faer's own parallelism).
+    pub fn fit(sample: &[f32], dim: usize, r: usize) -> Result<Projection, AnnError> {
+        let n = crate::check_rows(sample, dim)?;
+        if r == 0 || r > dim {
+            return Err(AnnError::Config(format!(
+                "the projection needs 1 to {dim} axes, not {r}"
+            )));
+        }
+        if n == 0 {
+            return Err(AnnError::TooFewRows { rows: 0, axes: r });
+        }
+        let (mean, axes) = principal_axes(sample, dim, r).ok_or(AnnError::Svd)?;
+        if !axes.iter().chain(&mean).all(|v| v.is_finite()) {
+            return Err(AnnError::Svd);
+        }
+        Ok(Projection { mean, axes, dim })
+    }
+
+    /// Reassembles a projection from its mean (`[dim]`) and axes
+    /// (`[r, dim]`), as [`Projection::mean`] and [`Projection::axes`] give
+    /// them.
+    pub fn from_parts(mean: Vec<f32>, axes: Vec<f32>) -> Result<Projection, AnnError> {
+        let dim = mean.len();
+        let r = crate::check_rows(&axes, dim)?;
+        crate::check_rows(&mean, dim)?;
+        if r == 0 {
+            return Err(AnnError::Parts(
+                "a projection needs at least one axis".into(),
+            ));
+        }
+        Ok(Projection { mean, axes, dim })
+    }
+
+    /// Input width.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Output width `r`.
+    pub fn out_dim(&self) -> usize {
+        self.axes.len() / self.dim
+    }
+
+    /// The mean subtracted from rows.
+    pub fn mean(&self) -> &[f32] {
+        &self.mean
+    }
+
+    /// The axes, `[r, dim]` row-major.
+    pub fn axes(&self) -> &[f32] {
+        &self.axes
+    }
+
+    /// `(rows - mean) A^T`, `[n, r]`, on the current rayon pool.
+    ///
+    /// # Panics
+    ///
+    /// If `rows` is not whole rows of width `dim()`.
+    #[track_caller]
+    pub fn project_rows(&self, rows: &[f32]) -> Vec<f32> {
+        assert!(rows.len().is_multiple_of(self.dim), "rows width");
+        let (dim, r) = (self.dim, self.out_dim());
+        let mut out = vec![0.0f32; rows.len() / dim * r];
+        out.par_chunks_mut(PROJECT_BLOCK * r)
+            .zip(rows.par_chunks(PROJECT_BLOCK * dim))
+            .for_each(|(out, block)| {
+                let mut centred = block.to_vec();
+                for row in centred.chunks_exact_mut(dim) {
+                    row.iter_mut().zip(&self.mean).for_each(|(v, m)| *v -= m);
+                }
+                matmul_a_bt(out, &centred, &self.axes, block.len() / dim, dim, r);
+            });
+        out
+    }
+
+    /// `queries A^T`, `[n, r]`, sequential: scores in the subspace then
+    /// differ from the centred rows' by the same constant for every row.
+    ///
+    /// # Panics
+    ///
+    /// If `queries` is not whole rows of width `dim()`.
+    #[track_caller]
+    pub fn project_queries(&self, queries: &[f32]) -> Vec<f32> {
+        assert!(queries.len().is_multiple_of(self.dim), "queries width");
+        let (dim, r) = (self.dim, self.out_dim());
+        let n = queries.len() / dim;
+        let mut out = vec![0.0f32; n * r];
+        matmul_a_bt(&mut out, queries, &self.axes, n, dim, r);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn projected_scores_keep_the_ranking_of_rows_in_the_subspace() {
+        // Rows that vary only along two directions of a 6-wide space:
+        // two axes keep every score difference exactly.
+        let (u, v) = (
+            [1.0, 0.0, 1.0, 0.0, 0.0, 0.0],
+            [0.0, 1.0, 0.0, 0.0, 1.0, 1.0],
+        );
+        let offset = [0.5, -0.25, 1.0, 2.0, 0.0, -1.0];
+        let mut rows = Vec::new();
+        for i in 0..40 {
+            let (a, b) = ((i % 7) as f32 - 3.0, (i % 5) as f32 * 0.5 - 1.0);
+            rows.extend((0..6).map(|k| offset[k] + a * u[k] + b * v[k]));
+        }
+        let projection = Projection::fit(&rows, 6, 2).unwrap();
+        let query = [0.3, -1.0, 2.0, 0.7, 0.1, -0.4];
+        let projected_rows = projection.project_rows(&rows);
+        let projected_query = projection.project_queries(&query);
+        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+        let full: Vec<f32> = rows.chunks_exact(6).map(|r| dot(r, &query)).collect();
+        let reduced: Vec<f32> = projected_rows
+            .chunks_exact(2)
+            .map(|r| dot(r, &projected_query))
+            .collect();
+        let shift = full[0] - reduced[0];
+        for (f, r) in full.iter().zip(&reduced) {
+            assert!((f - r - shift).abs() < 1e-3, "{f} vs {r} + {shift}");
+        }
+    }
+
+    #[test]
+    fn bad_shapes_and_axis_counts_are_errors() {
+        assert!(matches!(
+            Projection::fit(&[1.0; 7], 3, 1),
+            Err(AnnError::Shape { .. })
+        ));
+        assert!(matches!(
+            Projection::fit(&[1.0; 6], 3, 4),
+            Err(AnnError::Config(_))
+        ));
+        assert!(matches!(
+            Projection::fit(&[], 3, 1),
+            Err(AnnError::TooFewRows { .. })
+        ));
+        assert!(matches!(
+            Projection::fit(&[1.0, f32::NAN, 0.0], 3, 1),
+            Err(AnnError::NonFinite { row: 0 })
+        ));
+        assert!(Projection::from_parts(vec![0.0; 3], vec![1.0; 4]).is_err());
+    }
+}
