@@ -9,8 +9,8 @@
 //! The corpus is `CorpusSpec::colbert_scale(N)` (d = 128, 16..=120 tokens,
 //! 68 on average; 32-token queries); every document is generated from
 //! (seed, id), so the exact ground truth is computed chunk by chunk.
-//! `--epochs` and `--graph-min-docs` override the defaults (the table says
-//! which were used).
+//! `--epochs` and `--graph-min-docs` override the defaults (the table's
+//! and the JSON's `epochs` and `first_stage` say which were used).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -195,7 +195,9 @@ fn main() {
     });
     let build_s = started.elapsed().as_secs_f64();
     let build_peak = proc_status_bytes("VmHWM").unwrap_or(0);
-    let _ = std::fs::remove_dir_all(&args.dir);
+    // A save into an existing index commits a new generation and removes
+    // the old one; a directory that is not an index is refused, never
+    // emptied.
     index.save(&args.dir).expect("the index saves");
     drop(index);
     let disk = dir_bytes(&args.dir);
@@ -254,6 +256,11 @@ fn main() {
         .sum();
     let candidate_recall = shared as f64 / scanned.iter().map(Vec::len).sum::<usize>() as f64;
 
+    let first_stage = if index.first_stage_graph().is_some() {
+        "graph"
+    } else {
+        "exact scan"
+    };
     let row = serde_json::json!({
         "docs": args.docs,
         "build_s": build_s,
@@ -267,17 +274,20 @@ fn main() {
         "candidate_recall": candidate_recall,
         "recall_at_10": recall,
         "epochs": config.epochs,
-        "graph": index.first_stage_graph().is_some(),
+        "first_stage": first_stage,
+        "graph_min_docs": config.first_stage.graph_min_docs,
         "threads": args.threads,
         "queries": args.queries,
     });
     println!(
-        "| docs | build | build peak | resident/doc | disk/doc | p50 1t | p99 1t | p50 2t | q/s 2t | cand. recall | recall@10 | first stage |"
+        "| docs | epochs | first stage | build | build peak | resident/doc | disk/doc | p50 1t | p99 1t | p50 2t | q/s 2t | cand. recall | recall@10 |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {:.0} s | {:.2} GiB | {:.0} B | {:.0} B | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} | {:.4} | {:.4} | {} |",
+        "| {} | {} | {} | {:.0} s | {:.2} GiB | {:.0} B | {:.0} B | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} | {:.4} | {:.4} |",
         args.docs,
+        config.epochs,
+        first_stage,
         build_s,
         build_peak as f64 / (1u64 << 30) as f64,
         resident_per_doc,
@@ -288,11 +298,6 @@ fn main() {
         qps,
         candidate_recall,
         recall,
-        if index.first_stage_graph().is_some() {
-            "graph"
-        } else {
-            "exact scan"
-        },
     );
     println!("{row}");
     if let Some(path) = args.json {

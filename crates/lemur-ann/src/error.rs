@@ -24,7 +24,7 @@ pub enum AnnError {
         /// The row, counted from the first one given.
         row: usize,
     },
-    /// Fewer sample rows than projection axes.
+    /// No rows to estimate the projection from.
     #[error("{rows} sample rows cannot give {axes} principal axes")]
     TooFewRows {
         /// Rows given.

@@ -11,15 +11,17 @@
 //!   rows, and the caller settles the order on the full rows.
 //! - [`Graph`] is a hierarchical navigable small-world graph with inner
 //!   product as the similarity, built deterministically in parallel
-//!   batches (the same rows and seed give the same graph on any number of
-//!   threads).
+//!   batches (the same rows, split into the same `add` calls, and seed
+//!   give the same graph on any number of threads; the projection comes
+//!   from faer's SVD, which may use the pool's threads). Rows are stored
+//!   as int8 codes with a scale each.
 //! - [`ProjectedGraph`] is the two together.
 //!
 //! Partitioning (an inverted file of k-means lists) was measured first
 //! and rejected: on the scale benchmark's `W`, probing a quarter of the
 //! lists found 63% of the exact top 200, because a query's best documents
 //! share some of its topics each and fall in many lists. The graph finds
-//! 99% of them among the best 800 it lists, reading a few thousand rows.
+//! 98% of them among the best 800 it lists, reading a few thousand rows.
 //!
 //! Compute only: nothing here touches files (the facade saves the parts).
 //!

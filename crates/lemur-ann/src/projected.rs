@@ -134,3 +134,52 @@ impl ProjectedGraph {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_projected_graph_round_trips_through_its_parts_and_finds_the_best_rows() {
+        // Rows with a few dominant directions plus a small spread in all.
+        let (n, dim) = (600, 40);
+        let rows: Vec<f32> = (0..n * dim)
+            .map(|k| {
+                let (i, j) = (k / dim, k % dim);
+                ((i * 7 + j * 13) % 17) as f32 * if j < 6 { 1.0 } else { 0.05 }
+                    + ((i * j) % 5) as f32 * 0.01
+            })
+            .collect();
+        let config = ProjectedConfig {
+            projection_dim: 12,
+            sample_rows: 300,
+            ..ProjectedConfig::default()
+        };
+        let built = ProjectedGraph::build(&rows, dim, config).unwrap();
+        let (mean, axes, graph) = built.to_parts();
+        assert_eq!(
+            ProjectedGraph::from_parts(mean, axes, graph).unwrap(),
+            built
+        );
+        // The rows differ mostly in the first six columns, which twelve
+        // axes keep: the best row by full inner product comes first.
+        let query: Vec<f32> = (0..dim)
+            .map(|j| if j < 6 { 1.0 - j as f32 * 0.3 } else { 0.0 })
+            .collect();
+        let dot = |i: usize| -> f32 {
+            rows[i * dim..][..dim]
+                .iter()
+                .zip(&query)
+                .map(|(a, b)| a * b)
+                .sum()
+        };
+        let best = (0..n)
+            .max_by(|&a, &b| dot(a).total_cmp(&dot(b)).then(b.cmp(&a)))
+            .unwrap();
+        let found = built.search(&query, 10, 50);
+        assert!(
+            found.iter().any(|&id| dot(id as usize) >= dot(best) - 1e-4),
+            "{found:?}"
+        );
+    }
+}

@@ -387,6 +387,10 @@ fn info(dir: &Path, out: &Output) -> Result<()> {
         "activation": index.feature_map().activation().name(),
         "disk_bytes": dir_size(dir),
         "memory_bytes": { "weights_in_memory": weight_bytes, "tokens_memory_mapped": token_bytes },
+        "first_stage": index.first_stage_graph().map_or_else(
+            || json!({ "kind": "exact scan" }),
+            |graph| json!({ "kind": "graph", "nodes": graph.len(), "bytes": graph.bytes() }),
+        ),
         "can_add_documents": index.build_config().is_some(),
         "build_config": index.build_config(),
     });
@@ -407,6 +411,14 @@ fn info(dir: &Path, out: &Output) -> Result<()> {
         index.feature_map().activation().name()
     );
     println!("on disk      {:.1} MiB", mib(dir_size(dir)));
+    match index.first_stage_graph() {
+        Some(graph) => println!(
+            "first stage  graph over W ({} nodes, {:.1} MiB in memory)",
+            graph.len(),
+            mib(graph.bytes() as u64)
+        ),
+        None => println!("first stage  exact scan of W"),
+    }
     println!(
         "in memory    {:.1} MiB of weights; {:.1} MiB of tokens memory-mapped",
         mib(weight_bytes),

@@ -38,7 +38,8 @@ const MANIFEST: &str = "manifest.json";
 pub struct ArrayEntry {
     /// File name inside the generation directory.
     pub file: String,
-    /// Element type: `"f32"`, `"u64"`, `"u32"` or `"u8"` (little-endian).
+    /// Element type: `"f32"`, `"u64"`, `"u32"`, `"u8"` or `"i8"`
+    /// (little-endian).
     pub dtype: String,
     /// Shape, row-major.
     pub shape: Vec<usize>,
@@ -81,6 +82,7 @@ fn descr(dtype: &str) -> Option<(&'static str, usize)> {
         "u64" => Some(("<u8", 8)),
         "u32" => Some(("<u4", 4)),
         "u8" => Some(("|u1", 1)),
+        "i8" => Some(("|i1", 1)),
         _ => None,
     }
 }
@@ -234,6 +236,22 @@ impl StoreWriter {
             "{name}: values do not match the shape"
         );
         self.write(name, "u8", shape, values)
+    }
+
+    /// Adds an i8 array.
+    ///
+    /// # Panics
+    ///
+    /// If `values` does not have `shape`'s number of elements.
+    #[track_caller]
+    pub fn i8(&mut self, name: &str, shape: &[usize], values: &[i8]) -> Result<(), LoadError> {
+        assert_eq!(
+            values.len(),
+            shape.iter().product::<usize>(),
+            "{name}: values do not match the shape"
+        );
+        let bytes: Vec<u8> = values.iter().map(|&v| v as u8).collect();
+        self.write(name, "i8", shape, &bytes)
     }
 
     /// Writes the manifest, syncs the generation, makes it current and
@@ -430,6 +448,7 @@ impl Store {
                         "f32" => "f32",
                         "u32" => "u32",
                         "u8" => "u8",
+                        "i8" => "i8",
                         _ => "u64",
                     },
                     found: entry.dtype.clone(),
@@ -529,6 +548,17 @@ impl Store {
         let (entry, offset) = self.check(name, "u8", &bytes)?;
         self.verify_crc(name, entry, &bytes)?;
         Ok((entry.shape.clone(), bytes[offset..].to_vec()))
+    }
+
+    /// Reads an i8 array into memory, verifying its checksum.
+    pub fn read_i8(&self, name: &str) -> Result<(Vec<usize>, Vec<i8>), LoadError> {
+        let bytes = self.read_bytes(name)?;
+        let (entry, offset) = self.check(name, "i8", &bytes)?;
+        self.verify_crc(name, entry, &bytes)?;
+        Ok((
+            entry.shape.clone(),
+            bytes[offset..].iter().map(|&b| b as i8).collect(),
+        ))
     }
 
     /// Memory-maps an f32 array without copying it. The header, size and

@@ -56,7 +56,7 @@ pub enum IndexError {
     },
     /// The first-stage graph could not be built, extended or assembled.
     #[error("first stage: {0}")]
-    FirstStage(lemur_ann::AnnError),
+    FirstStage(#[from] lemur_ann::AnnError),
     /// The weight solver could not be rebuilt for adding documents.
     #[error(transparent)]
     Fit(#[from] crate::fit::FitError),

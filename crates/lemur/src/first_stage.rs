@@ -36,7 +36,7 @@ impl Default for FirstStageConfig {
     /// A graph from 200,000 documents on (below that the exact scan of
     /// an int8 or f32 `W` is a few milliseconds), 256 axes, `M = 16`,
     /// `ef_construction = 200`, refine factor 4 (on the scale benchmark's
-    /// 100k-document `W`: 98% of the exact top 200).
+    /// 100k-document `W`: 98% of the exact scan's top 200).
     fn default() -> Self {
         FirstStageConfig {
             graph_min_docs: 200_000,
@@ -69,9 +69,32 @@ impl FirstStageConfig {
     }
 }
 
-impl From<AnnError> for IndexError {
-    fn from(error: AnnError) -> Self {
-        IndexError::FirstStage(error)
+/// Most links per node a graph may keep on its upper levels.
+pub(crate) const MAX_GRAPH_DEGREE: usize = 1024;
+/// Most documents per candidate a graph may list.
+pub(crate) const MAX_REFINE_FACTOR: usize = 1 << 16;
+
+impl FirstStageConfig {
+    /// Checks every value, so a build fails before its hours of fitting
+    /// rather than after.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.projection_dim == 0 {
+            return Err("first_stage.projection_dim must be at least 1".into());
+        }
+        if !(2..=MAX_GRAPH_DEGREE).contains(&self.max_degree) {
+            return Err(format!(
+                "first_stage.max_degree must be 2 to {MAX_GRAPH_DEGREE}"
+            ));
+        }
+        if self.ef_construction == 0 {
+            return Err("first_stage.ef_construction must be at least 1".into());
+        }
+        if !(1..=MAX_REFINE_FACTOR).contains(&self.refine_factor) {
+            return Err(format!(
+                "first_stage.refine_factor must be 1 to {MAX_REFINE_FACTOR}"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -85,11 +108,9 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             self.first_stage = None;
             return Ok(false);
         }
-        if config.refine_factor == 0 {
-            return Err(IndexError::FirstStage(AnnError::Config(
-                "refine_factor must be at least 1".into(),
-            )));
-        }
+        config
+            .validate()
+            .map_err(|reason| IndexError::FirstStage(AnnError::Config(reason)))?;
         let graph = ProjectedGraph::build(
             self.weights.values(),
             self.feature_dim(),
@@ -113,19 +134,21 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         self.first_stage.as_ref().map(|stage| &stage.graph)
     }
 
-    /// Sets how many documents per candidate the graph lists (at least 1;
-    /// more finds more of the exact scan's candidates, at a cost linear in
-    /// it). No effect without a graph.
+    /// Sets how many documents per candidate the graph lists (clamped to
+    /// 1..=65536; more finds more of the exact scan's candidates, at a
+    /// cost linear in it). No effect without a graph.
     pub fn set_refine_factor(&mut self, refine_factor: usize) {
         if let Some(stage) = &mut self.first_stage {
-            Arc::make_mut(stage).refine_factor = refine_factor.max(1);
+            Arc::make_mut(stage).refine_factor = refine_factor.clamp(1, MAX_REFINE_FACTOR);
         }
     }
 
     /// The graph's candidates of `batch` (`[n_queries, h]` features): per
     /// query, `refine_factor * n_candidates` documents by projected score,
     /// then the `n_candidates` best of those by f32 score, best first.
-    /// One query per task.
+    /// One query per task. A query gets fewer candidates only when its
+    /// beam reaches fewer documents than it lists (a graph cut into parts
+    /// it cannot cross; not seen on the scale benchmark).
     pub(crate) fn graph_candidates(
         &self,
         stage: &GraphStage,
@@ -133,7 +156,10 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         n_candidates: usize,
     ) -> Vec<Vec<u32>> {
         let h = self.feature_dim();
-        let listed = (stage.refine_factor * n_candidates).min(self.len());
+        let listed = stage
+            .refine_factor
+            .saturating_mul(n_candidates)
+            .min(self.len());
         let lists: Vec<Vec<u32>> = batch
             .par_chunks_exact(h)
             .map(|features| stage.graph.search(features, listed, listed))

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::build::BuildConfig;
 use crate::error::IndexError;
-use crate::first_stage::GraphStage;
+use crate::first_stage::{GraphStage, MAX_GRAPH_DEGREE, MAX_REFINE_FACTOR};
 use crate::index::{Index, SolverState};
 use crate::weights::DocWeights;
 use lemur_ann::{GraphConfig, GraphParts, ProjectedGraph};
@@ -168,7 +168,9 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
                 let (h, n) = (mean.len(), graph.levels.len());
                 writer.f32("ann_mean", &[h], &mean)?;
                 writer.f32("ann_axes", &[axes.len() / h, h], &axes)?;
-                writer.f32("ann_vectors", &[n, graph.dim + 1], &graph.vectors)?;
+                writer.i8("ann_codes", &[n, graph.dim], &graph.codes)?;
+                writer.f32("ann_scales", &[n], &graph.scales)?;
+                writer.f32("ann_lifts", &[n], &graph.lifts)?;
                 writer.u8("ann_levels", &[n], &graph.levels)?;
                 let degree = 2 * graph.config.max_degree;
                 writer.u32("ann_base", &[n, degree], &graph.base)?;
@@ -297,6 +299,12 @@ fn assemble<T: AsRef<[f32]> + Sync>(
     let weights = DocWeights::new(w, metadata.n_docs, metadata.feature_dim)?;
     let first_stage = match metadata.first_stage {
         Some(meta) => Some(Arc::new(read_graph(store, &metadata, meta)?)),
+        None if store.names().any(|name| name.starts_with("ann_")) => {
+            return Err(format_error(
+                &dir,
+                "first-stage arrays without first-stage metadata",
+            ));
+        }
         None => None,
     };
     let mut index = Index::new(feature_map, weights, corpus)?;
@@ -344,9 +352,28 @@ fn read_graph(
         return Err(shape_error("ann_axes", &shape));
     }
     let r = shape[0];
-    let (shape, vectors) = store.read_f32("ann_vectors")?;
-    if shape != [metadata.n_docs, r + 1] {
-        return Err(shape_error("ann_vectors", &shape));
+    let (shape, codes) = store.read_i8("ann_codes")?;
+    if shape != [metadata.n_docs, r] {
+        return Err(shape_error("ann_codes", &shape));
+    }
+    let (shape, scales) = store.read_f32("ann_scales")?;
+    if shape != [metadata.n_docs] {
+        return Err(shape_error("ann_scales", &shape));
+    }
+    let (shape, lifts) = store.read_f32("ann_lifts")?;
+    if shape != [metadata.n_docs] {
+        return Err(shape_error("ann_lifts", &shape));
+    }
+    if !(2..=MAX_GRAPH_DEGREE).contains(&meta.max_degree)
+        || !(1..=MAX_REFINE_FACTOR).contains(&meta.refine_factor)
+    {
+        return Err(format_error(
+            dir,
+            format!(
+                "the first stage's max_degree {} or refine_factor {} is out of range",
+                meta.max_degree, meta.refine_factor
+            ),
+        ));
     }
     let (shape, levels) = store.read_u8("ann_levels")?;
     if shape != [metadata.n_docs] {
@@ -365,14 +392,13 @@ fn read_graph(
             seed: meta.seed,
         },
         norm_cap: meta.norm_cap,
-        vectors,
+        codes,
+        scales,
+        lifts,
         levels,
         base,
         upper,
     };
-    if meta.refine_factor == 0 {
-        return Err(format_error(dir, "the first stage's refine_factor is 0"));
-    }
     Ok(GraphStage {
         graph: ProjectedGraph::from_parts(mean, axes, parts)?,
         refine_factor: meta.refine_factor,

@@ -388,6 +388,11 @@ impl StreamedCorpus {
     /// the topics of a random document with twice the corpus noise (as
     /// [`SyntheticCorpus::queries`]); query `i` depends only on
     /// `(seed, i)` and the corpus spec.
+    ///
+    /// # Panics
+    ///
+    /// If the corpus has no documents.
+    #[track_caller]
     pub fn queries(&self, n_queries: usize, tokens_per_query: usize, seed: u64) -> MultiVectors {
         let dim = self.spec.dim;
         let mut tokens = Vec::with_capacity(n_queries * tokens_per_query * dim);

@@ -178,6 +178,7 @@ impl<'p> IndexBuilder<'p> {
         if !(c.learning_rate > 0.0 && c.learning_rate.is_finite()) {
             return bad("learning_rate must be positive");
         }
+        c.first_stage.validate().map_err(BuildError::Config)?;
         Ok(())
     }
 
