@@ -63,7 +63,7 @@ mod tests {
         // Points spread along (3, 4) / 5 with a little noise across it.
         let mut rows = Vec::new();
         for i in 0..200 {
-            let t = (i as f32 - 100.0) / 10.0;
+            let t = (i as f32 - 99.5) / 10.0;
             let across = if i % 2 == 0 { 0.05 } else { -0.05 };
             rows.extend_from_slice(&[1.0 + 0.6 * t - 0.8 * across, 2.0 + 0.8 * t + 0.6 * across]);
         }
