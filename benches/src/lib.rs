@@ -233,3 +233,35 @@ pub fn proc_status_bytes(field: &str) -> Option<u64> {
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
+
+/// Asks the kernel to drop the cached pages of every file under `dir`
+/// (`posix_fadvise(DONTNEED)`; clean pages only, so files must have been
+/// synced), as after a restart: what a benchmark then reads comes from the
+/// disk. Returns the bytes of the files advised. Does nothing elsewhere
+/// than on Linux.
+#[allow(unsafe_code)]
+pub fn drop_from_page_cache(dir: &std::path::Path) -> u64 {
+    let mut bytes = 0;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            bytes += drop_from_page_cache(&path);
+        } else if let Ok(file) = std::fs::File::open(&path) {
+            bytes += file.metadata().map_or(0, |m| m.len());
+            #[cfg(target_os = "linux")]
+            {
+                use std::os::fd::AsRawFd;
+                // SAFETY: `file` is an open descriptor for the whole call;
+                // the advice only affects the page cache, never memory
+                // this process holds.
+                unsafe {
+                    libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+                }
+            }
+        }
+    }
+    bytes
+}

@@ -1,16 +1,23 @@
 //! The scale benchmark behind `cargo xtask bench-scale`: build an index at
-//! the default settings over a seeded streamed corpus, open it from disk,
-//! and measure memory, latency, throughput and recall against exact f32
-//! MaxSim over every document.
+//! the default settings over a seeded streamed corpus, out of core (a
+//! block of documents at a time, straight into its directory), open it
+//! from disk, and measure memory, latency, throughput and recall against
+//! exact f32 MaxSim over every document.
 //!
 //! `cargo run --release -p lemur-bench --bin scale -- --docs N [--threads T]
-//! [--queries Q] [--epochs E] [--graph-min-docs G] [--dir DIR] [--json OUT]`
+//! [--queries Q] [--epochs E] [--graph-min-docs G] [--compress-min-docs C]
+//! [--tokens f32|int8|int4] [--weights f32|int8] [--rescore-depth R]
+//! [--from DIR] [--dir DIR] [--json OUT]`
 //!
 //! The corpus is `CorpusSpec::colbert_scale(N)` (d = 128, 16..=120 tokens,
 //! 68 on average; 32-token queries); every document is generated from
-//! (seed, id), so the exact ground truth is computed chunk by chunk.
-//! `--epochs` and `--graph-min-docs` override the defaults (the table's
-//! and the JSON's `epochs` and `first_stage` say which were used).
+//! (seed, id), so the exact ground truth is computed chunk by chunk (and
+//! kept beside `--dir` for the next run with the same documents and
+//! queries). The other flags override the defaults (the table and the
+//! JSON say what was used). `--from DIR` takes an index built earlier over
+//! the same documents instead of building one: its first stage and storage
+//! are made again with this run's settings, and no build time is
+//! reported.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -18,8 +25,10 @@ use std::time::Instant;
 use lemur::maxsim::{Isa, PackedQuery, maxsim_packed};
 use lemur::synthetic::{CorpusSpec, StreamedCorpus};
 use lemur::topk::TopK;
-use lemur::{BuildConfig, Index, IndexBuilder, MultiVectors, SearchParams, Stage};
-use lemur_bench::{pool, proc_status_bytes};
+use lemur::{
+    BuildConfig, Index, IndexBuilder, MultiVectors, SearchParams, Stage, TokenCodec, WeightCodec,
+};
+use lemur_bench::{drop_from_page_cache, pool, proc_status_bytes};
 use rayon::prelude::*;
 
 /// Documents generated at a time for the ground truth.
@@ -35,6 +44,11 @@ struct Args {
     queries: usize,
     epochs: Option<usize>,
     graph_min_docs: Option<usize>,
+    compress_min_docs: Option<usize>,
+    tokens: Option<TokenCodec>,
+    weights: Option<WeightCodec>,
+    rescore_depth: Option<usize>,
+    from: Option<PathBuf>,
     dir: PathBuf,
     json: Option<PathBuf>,
 }
@@ -46,6 +60,11 @@ fn parse_args() -> Result<Args, String> {
         queries: 200,
         epochs: None,
         graph_min_docs: None,
+        compress_min_docs: None,
+        tokens: None,
+        weights: None,
+        rescore_depth: None,
+        from: None,
         dir: std::env::temp_dir().join("lemur-bench-scale"),
         json: None,
     };
@@ -59,6 +78,24 @@ fn parse_args() -> Result<Args, String> {
             "--queries" => args.queries = number(value()?)?,
             "--epochs" => args.epochs = Some(number(value()?)?),
             "--graph-min-docs" => args.graph_min_docs = Some(number(value()?)?),
+            "--compress-min-docs" => args.compress_min_docs = Some(number(value()?)?),
+            "--tokens" => {
+                args.tokens = Some(match value()?.as_str() {
+                    "f32" => TokenCodec::F32,
+                    "int8" => TokenCodec::Int8,
+                    "int4" => TokenCodec::Int4,
+                    other => return Err(format!("--tokens: unknown codec {other:?}")),
+                })
+            }
+            "--weights" => {
+                args.weights = Some(match value()?.as_str() {
+                    "f32" => WeightCodec::F32,
+                    "int8" => WeightCodec::Int8,
+                    other => return Err(format!("--weights: unknown codec {other:?}")),
+                })
+            }
+            "--rescore-depth" => args.rescore_depth = Some(number(value()?)?),
+            "--from" => args.from = Some(PathBuf::from(value()?)),
             "--dir" => args.dir = PathBuf::from(value()?),
             "--json" => args.json = Some(PathBuf::from(value()?)),
             other => return Err(format!("unknown argument {other:?}")),
@@ -152,20 +189,6 @@ fn main() {
     let warm_up = corpus.queries(WARM_UP_QUERIES, QUERY_TOKENS, 8);
     let threads = pool(args.threads);
 
-    // The in-memory build holds the f32 corpus: refuse sizes that cannot
-    // fit rather than swap the machine to a halt.
-    let corpus_bytes = args.docs as u64 * 68 * 128 * 4;
-    let total_ram = proc_meminfo_total().unwrap_or(u64::MAX);
-    if corpus_bytes > total_ram / 2 {
-        eprintln!(
-            "error: {} documents are ~{:.1} GB of f32 tokens, more than half of this machine's {:.1} GB; the in-memory build cannot hold them (an out-of-core build is not there yet)",
-            args.docs,
-            corpus_bytes as f64 / 1e9,
-            total_ram as f64 / 1e9
-        );
-        std::process::exit(1);
-    }
-
     let mut config = BuildConfig::default();
     if let Some(epochs) = args.epochs {
         config.epochs = epochs;
@@ -173,39 +196,67 @@ fn main() {
     if let Some(min_docs) = args.graph_min_docs {
         config.first_stage.graph_min_docs = min_docs;
     }
-    eprintln!("generating {} documents", args.docs);
-    let started = Instant::now();
-    let progress_start = Instant::now();
-    let last_report = std::sync::Mutex::new((Stage::Targets, Instant::now()));
-    let progress = |stage: Stage, done: usize, total: usize| {
-        let mut last = last_report.lock().unwrap_or_else(|e| e.into_inner());
-        if last.0 != stage || last.1.elapsed().as_secs_f64() > 10.0 || done == total {
-            let elapsed = progress_start.elapsed().as_secs_f64();
-            eprintln!("  {stage:?} {done}/{total} ({elapsed:.0} s in)");
-            *last = (stage, Instant::now());
+    if let Some(min_docs) = args.compress_min_docs {
+        config.storage.compress_min_docs = min_docs;
+    }
+    if let Some(tokens) = args.tokens {
+        config.storage.tokens = tokens;
+    }
+    if let Some(weights) = args.weights {
+        config.storage.weights = weights;
+    }
+    if let Some(depth) = args.rescore_depth {
+        config.storage.rescore_depth = depth;
+    }
+    let (build_s, build_peak) = match &args.from {
+        Some(from) => {
+            eprintln!("loading {}", from.display());
+            let mut index = Index::load(from).expect("the --from index loads");
+            assert_eq!(
+                index.len(),
+                args.docs,
+                "--from holds another number of documents"
+            );
+            // The table names the epochs the reused index was trained for.
+            config.epochs = index.build_config().map_or(config.epochs, |c| c.epochs);
+            threads.install(|| {
+                index
+                    .build_first_stage(&config.first_stage)
+                    .expect("the graph builds");
+                index.compress(&config.storage);
+            });
+            // A save into an existing index commits a new generation and
+            // removes the old one; a directory that is not an index is
+            // refused, never emptied.
+            index.save(&args.dir).expect("the index saves");
+            (None, None)
+        }
+        None => {
+            let build_s = build(&args, &corpus, &config, &threads);
+            (Some(build_s), proc_status_bytes("VmHWM"))
         }
     };
-    let index = threads.install(|| {
-        let docs = corpus.chunk(0..args.docs);
-        IndexBuilder::new(config.clone())
-            .progress(&progress)
-            .build(docs, None)
-            .expect("the scale corpus builds")
-            .0
-    });
-    let build_s = started.elapsed().as_secs_f64();
-    let build_peak = proc_status_bytes("VmHWM").unwrap_or(0);
-    // A save into an existing index commits a new generation and removes
-    // the old one; a directory that is not an index is refused, never
-    // emptied.
-    index.save(&args.dir).expect("the index saves");
-    drop(index);
     let disk = dir_bytes(&args.dir);
 
     eprintln!("exact ground truth over {} queries", queries.len());
-    let truth = threads.install(|| exact_top10(&corpus, &queries));
+    let truth_file = args
+        .dir
+        .with_extension(format!("truth-{}-{}.json", args.docs, args.queries));
+    let truth: Vec<Vec<u32>> = match std::fs::read(&truth_file) {
+        Ok(bytes) => serde_json::from_slice(&bytes).expect("the saved ground truth parses"),
+        Err(_) => {
+            let truth = threads.install(|| exact_top10(&corpus, &queries));
+            std::fs::write(&truth_file, serde_json::to_vec(&truth).expect("json"))
+                .expect("the ground truth saves");
+            truth
+        }
+    };
 
+    // As after a restart: the index's files come from the disk, not from
+    // the page cache the build or the save left them in.
+    drop_from_page_cache(&args.dir);
     let rss_before = proc_status_bytes("VmRSS").unwrap_or(0);
+    let file_before = proc_status_bytes("RssFile").unwrap_or(0);
     let index = Index::open(&args.dir).expect("the index opens");
     threads.install(|| {
         index
@@ -214,6 +265,12 @@ fn main() {
     });
     let rss_after = proc_status_bytes("VmRSS").unwrap_or(0);
     let resident_per_doc = rss_after.saturating_sub(rss_before) as f64 / args.docs as f64;
+    // The part of it that is pages of the index's memory-mapped files
+    // (the f32 tokens and `W` a query touched), reclaimable by the kernel.
+    let mapped_per_doc = proc_status_bytes("RssFile")
+        .unwrap_or(0)
+        .saturating_sub(file_before) as f64
+        / args.docs as f64;
 
     let one_thread = one_at_a_time(&index, &queries, 1);
     let two_threads = one_at_a_time(&index, &queries, 2);
@@ -261,11 +318,23 @@ fn main() {
     } else {
         "exact scan"
     };
+    let storage = index.storage();
+    let storage_name = format!(
+        "{} tokens, {} W, depth {}",
+        codec_name(storage.tokens),
+        match storage.weights {
+            WeightCodec::F32 => "f32",
+            WeightCodec::Int8 => "int8",
+        },
+        storage.rescore_depth
+    );
     let row = serde_json::json!({
         "docs": args.docs,
         "build_s": build_s,
         "build_peak_rss_bytes": build_peak,
+        "storage": storage_name,
         "resident_bytes_per_doc": resident_per_doc,
+        "resident_mapped_bytes_per_doc": mapped_per_doc,
         "disk_bytes_per_doc": disk as f64 / args.docs as f64,
         "p50_ms_1t": percentile(&one_thread, 0.5),
         "p99_ms_1t": percentile(&one_thread, 0.99),
@@ -280,17 +349,22 @@ fn main() {
         "queries": args.queries,
     });
     println!(
-        "| docs | epochs | first stage | build | build peak | resident/doc | disk/doc | p50 1t | p99 1t | p50 2t | q/s 2t | cand. recall | recall@10 |"
+        "| docs | epochs | first stage | storage | build | build peak | resident/doc (mapped) | disk/doc | p50 1t | p99 1t | p50 2t | q/s 2t | cand. recall | recall@10 |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {} | {} | {:.0} s | {:.2} GiB | {:.0} B | {:.0} B | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} | {:.4} | {:.4} |",
+        "| {} | {} | {} | {} | {} | {} | {:.0} B ({:.0} B) | {:.0} B | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} | {:.4} | {:.4} |",
         args.docs,
         config.epochs,
         first_stage,
-        build_s,
-        build_peak as f64 / (1u64 << 30) as f64,
+        storage_name,
+        build_s.map_or("reused".into(), |s| format!("{s:.0} s")),
+        build_peak.map_or("-".into(), |b| format!(
+            "{:.2} GiB",
+            b as f64 / (1u64 << 30) as f64
+        )),
         resident_per_doc,
+        mapped_per_doc,
         disk as f64 / args.docs as f64,
         percentile(&one_thread, 0.5),
         percentile(&one_thread, 0.99),
@@ -309,9 +383,47 @@ fn main() {
     }
 }
 
-/// `MemTotal` of `/proc/meminfo` in bytes.
-fn proc_meminfo_total() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+/// Builds the index into `args.dir` a block of documents at a time
+/// (`IndexBuilder::build_into`), with progress on stderr; returns the
+/// seconds the build took.
+fn build(
+    args: &Args,
+    corpus: &StreamedCorpus,
+    config: &BuildConfig,
+    threads: &rayon::ThreadPool,
+) -> f64 {
+    eprintln!("building over {} documents", args.docs);
+    let started = Instant::now();
+    let last_report = std::sync::Mutex::new((Stage::Targets, Instant::now()));
+    let progress = |stage: Stage, done: usize, total: usize| {
+        let mut last = last_report.lock().unwrap_or_else(|e| e.into_inner());
+        if last.0 != stage || last.1.elapsed().as_secs_f64() > 30.0 || done == total {
+            let elapsed = started.elapsed().as_secs_f64();
+            let eta = if done > 0 && done < total {
+                format!(
+                    ", ETA {:.0} s",
+                    elapsed * (total - done) as f64 / done as f64
+                )
+            } else {
+                String::new()
+            };
+            eprintln!("  {stage:?} {done}/{total} ({elapsed:.0} s in{eta})");
+            *last = (stage, Instant::now());
+        }
+    };
+    threads.install(|| {
+        IndexBuilder::new(config.clone())
+            .progress(&progress)
+            .build_into(corpus, None, &args.dir)
+            .expect("the scale corpus builds")
+    });
+    started.elapsed().as_secs_f64()
+}
+
+fn codec_name(codec: TokenCodec) -> &'static str {
+    match codec {
+        TokenCodec::F32 => "f32",
+        TokenCodec::Int8 => "int8",
+        TokenCodec::Int4 => "int4",
+    }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use lemur::io::{load_matrix, load_multivectors, write_atomically};
+use lemur::io::{load_matrix, load_multivectors, map_multivectors, write_atomically};
 use lemur::{
     BuildConfig, Hit, Index, IndexBuilder, MappedIndex, MultiVectors, Precision, SearchParams,
     synthetic,
@@ -195,7 +195,9 @@ fn build(
     out: &Output,
 ) -> Result<()> {
     let config = read_config(config)?;
-    let corpus = load_corpus(tokens, counts, out.quiet || out.json)?;
+    // Mapped, not read: the build takes a block of documents at a time, so
+    // a corpus larger than memory builds too.
+    let corpus = map_multivectors(tokens, counts)?;
     let learn = match learn {
         Some(path) => {
             let (values, _, cols) = load_matrix(path)?;
@@ -213,11 +215,11 @@ fn build(
     let bars = StageBars::new(out.quiet || out.json);
     let started = Instant::now();
     let progress = |stage, done, total| bars.update(stage, done, total);
-    let (index, report) = IndexBuilder::new(config)
-        .progress(&progress)
-        .build(corpus, learn.as_deref())?;
+    let (index, report) =
+        IndexBuilder::new(config)
+            .progress(&progress)
+            .build_into(&corpus, learn.as_deref(), dir)?;
     bars.finish();
-    save(&index, dir, out)?;
     let summary = json!({
         "index": dir,
         "documents": index.len(),
@@ -230,6 +232,8 @@ fn build(
             "training": report.training_time.as_secs_f64(),
             "pseudo_inverse": report.solver_time.as_secs_f64(),
             "fit_weights": report.fit_time.as_secs_f64(),
+            "first_stage": report.first_stage_time.as_secs_f64(),
+            "compress": report.compress_time.as_secs_f64(),
             "total": started.elapsed().as_secs_f64(),
         },
     });
@@ -372,6 +376,8 @@ fn info(dir: &Path, out: &Output) -> Result<()> {
     let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
     let token_bytes = (index.corpus().tokens().len() * 4) as u64;
     let weight_bytes = (index.weights().values().len() * 4) as u64;
+    let storage = index.storage();
+    let compressed = storage != lemur::StorageConfig::F32;
     let kind = if index.feature_map().blocks().is_some() {
         "mlp"
     } else {
@@ -386,7 +392,16 @@ fn info(dir: &Path, out: &Output) -> Result<()> {
         "feature_map": kind,
         "activation": index.feature_map().activation().name(),
         "disk_bytes": dir_size(dir),
-        "memory_bytes": { "weights_in_memory": weight_bytes, "tokens_memory_mapped": token_bytes },
+        "memory_bytes": if compressed {
+            json!({
+                "compressed_in_memory": index.compressed_bytes(),
+                "weights_memory_mapped": weight_bytes,
+                "tokens_memory_mapped": token_bytes,
+            })
+        } else {
+            json!({ "weights_in_memory": weight_bytes, "tokens_memory_mapped": token_bytes })
+        },
+        "storage": storage,
         "first_stage": index.first_stage_graph().map_or_else(
             || json!({ "kind": "exact scan" }),
             |graph| json!({ "kind": "graph", "nodes": graph.len(), "bytes": graph.bytes() }),
@@ -419,11 +434,23 @@ fn info(dir: &Path, out: &Output) -> Result<()> {
         ),
         None => println!("first stage  exact scan of W"),
     }
-    println!(
-        "in memory    {:.1} MiB of weights; {:.1} MiB of tokens memory-mapped",
-        mib(weight_bytes),
-        mib(token_bytes)
-    );
+    if compressed {
+        println!(
+            "in memory    {:.1} MiB compressed ({:?} tokens, {:?} W, {} leaders per query scored in f32); f32 W ({:.1} MiB) and tokens ({:.1} MiB) memory-mapped",
+            mib(index.compressed_bytes() as u64),
+            storage.tokens,
+            storage.weights,
+            storage.rescore_depth,
+            mib(weight_bytes),
+            mib(token_bytes)
+        );
+    } else {
+        println!(
+            "in memory    {:.1} MiB of weights; {:.1} MiB of tokens memory-mapped",
+            mib(weight_bytes),
+            mib(token_bytes)
+        );
+    }
     match index.build_config() {
         Some(config) => println!("built with   {}", serde_json::to_string(config)?),
         None => println!("built with   (imported; documents cannot be added)"),

@@ -10,6 +10,7 @@ use ndarray_npy::WriteNpyExt;
 use crate::array::{Source, check_rank};
 use crate::error::{LoadError, LoadErrorKind};
 use crate::npz::standard_vec;
+use crate::store::{MappedF32, map_npy_f32};
 use crate::write::write_atomically;
 
 /// Loads a ragged set of token vectors (a corpus or a query batch).
@@ -29,6 +30,15 @@ pub fn load_multivectors(
     let dim = array.shape()[1];
     let values = standard_vec(array);
 
+    let counts = read_counts(counts_path)?;
+    // Shape and content errors are about the pair; report them on the
+    // counts file, which is what usually disagrees.
+    MultiVectors::new(values, dim, &counts)
+        .map_err(|err| LoadError::new(counts_path, LoadErrorKind::Corpus(err)))
+}
+
+/// Reads a 1-D `.npy` of non-negative token counts (any integer dtype).
+fn read_counts(counts_path: &Path) -> Result<Vec<usize>, LoadError> {
     let counts_key = file_key(counts_path);
     let raw = Source::Npy(counts_path)
         .read_int(&counts_key)
@@ -50,9 +60,29 @@ pub fn load_multivectors(
         })?;
         counts.push(count);
     }
-    // Shape and content errors are about the pair; report them on the
-    // counts file, which is what usually disagrees.
-    MultiVectors::new(values, dim, &counts)
+    Ok(counts)
+}
+
+/// Memory-maps a ragged set of token vectors stored as [`load_multivectors`]
+/// reads them, without reading the tokens: the header, size and alignment
+/// of `tokens` are checked and `counts` is read and checked against the
+/// rows, but the values are not scanned (a streamed build validates each
+/// block of documents as it reads it). What a corpus larger than memory is
+/// built from.
+pub fn map_multivectors(
+    tokens: impl AsRef<Path>,
+    counts: impl AsRef<Path>,
+) -> Result<MultiVectors<MappedF32>, LoadError> {
+    let (tokens_path, counts_path) = (tokens.as_ref(), counts.as_ref());
+    let (_, dim, values) = map_npy_f32(tokens_path, &file_key(tokens_path))?;
+    let counts = read_counts(counts_path)?;
+    let mut offsets = Vec::with_capacity(counts.len() + 1);
+    offsets.push(0usize);
+    for &count in &counts {
+        let end = offsets[offsets.len() - 1].checked_add(count);
+        offsets.push(end.unwrap_or(usize::MAX));
+    }
+    MultiVectors::with_offsets(values, dim, offsets)
         .map_err(|err| LoadError::new(counts_path, LoadErrorKind::Corpus(err)))
 }
 

@@ -9,7 +9,8 @@
 //!   [`save_npz`] writes the same layout.
 //! - [`load_multivectors`] reads a ragged corpus or query batch stored as
 //!   `tokens.npy` (`[N_tok, d]` float32) plus `counts.npy` (`[m]`, any of
-//!   int32/int64/uint32/uint64); [`save_multivectors`] writes one.
+//!   int32/int64/uint32/uint64); [`save_multivectors`] writes one, and
+//!   [`map_multivectors`] maps one larger than memory without reading it.
 //!
 //! - [`StoreWriter`] / [`Store`] are the crash-safe array directory the
 //!   on-disk index format is built on (generations, a checksummed JSON
@@ -37,8 +38,10 @@ mod npz;
 mod store;
 mod write;
 
-pub use corpus::{load_matrix, load_multivectors, save_matrix, save_multivectors, write_npy};
+pub use corpus::{
+    load_matrix, load_multivectors, map_multivectors, save_matrix, save_multivectors, write_npy,
+};
 pub use error::{LoadError, LoadErrorKind};
 pub use npz::{ExportedModel, NpzOptions, TargetNorm, load_npz, save_npz};
-pub use store::{ArrayEntry, FORMAT_VERSION, MappedF32, Store, StoreWriter};
+pub use store::{ArrayEntry, ArrayStream, FORMAT_VERSION, MappedF32, Store, StoreWriter};
 pub use write::write_atomically;

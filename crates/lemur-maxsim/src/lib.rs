@@ -21,6 +21,9 @@
 //!   tiles or AVX512-BF16 dot products where the CPU has them; [`int8`]
 //!   stores `W` rows and corpus tokens at a quarter, scored with exact
 //!   integer dot products (`vpdpbusd` with AVX512-VNNI).
+//! - [`QuantizedVectors`] keeps a corpus as 8- or 4-bit codes with a
+//!   scale per token, decoded into a scratch buffer for the f32 kernel
+//!   ([`maxsim_quantized`]): the resident form of large corpora.
 //! - [`naive`] holds the f64 reference the kernels are tested against.
 //!
 //! Inputs are assumed finite: the x86 `max` instructions do not propagate
@@ -48,6 +51,7 @@ mod level;
 mod multivec;
 pub mod naive;
 mod prefetch;
+mod quantized;
 mod rerank;
 mod spread;
 
@@ -57,6 +61,7 @@ pub use lemur_topk::Hit;
 pub use level::{Isa, Level};
 pub use multivec::{GrowableTokens, MultiVectorError, MultiVectors};
 pub use prefetch::{prefetch, prefetch_to_l2};
+pub use quantized::{CodeBits, QuantizedError, QuantizedVectors, maxsim_quantized};
 pub use rerank::{
     Reranker, maxsim, maxsim_packed, maxsim_packed_before, score_candidates, token_maxima,
 };

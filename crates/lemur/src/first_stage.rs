@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::IndexError;
 use crate::index::Index;
-use crate::shortlist::rescore;
+use crate::shortlist::{Rows, rescore};
 
 /// When and how an index gets a graph first stage (part of
 /// [`crate::BuildConfig`]).
@@ -56,7 +56,8 @@ pub(crate) struct GraphStage {
 }
 
 impl FirstStageConfig {
-    fn projected(&self) -> ProjectedConfig {
+    /// The graph's configuration.
+    pub(crate) fn projected(&self) -> ProjectedConfig {
         ProjectedConfig {
             projection_dim: self.projection_dim,
             graph: GraphConfig {
@@ -145,7 +146,8 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
 
     /// The graph's candidates of `batch` (`[n_queries, h]` features): per
     /// query, `refine_factor * n_candidates` documents by projected score,
-    /// then the `n_candidates` best of those by f32 score, best first.
+    /// then the `n_candidates` best of those by their full rows of `W`
+    /// (int8 in a compressed index, f32 otherwise), best first.
     /// One query per task. A query gets fewer candidates only when its
     /// beam reaches fewer documents than it lists (a graph cut into parts
     /// it cannot cross; not seen on the scale benchmark).
@@ -164,16 +166,17 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             .par_chunks_exact(h)
             .map(|features| stage.graph.search(features, listed, listed))
             .collect();
-        rescore(
-            &lists,
-            batch,
-            self.weights.values(),
-            h,
-            self.len(),
-            n_candidates,
-        )
-        .into_iter()
-        .map(|hits: Vec<ScoredId>| hits.into_iter().map(|hit| hit.id).collect())
-        .collect()
+        let rows = match self
+            .compressed
+            .as_ref()
+            .and_then(|compressed| compressed.weights.as_ref())
+        {
+            Some(rows) => Rows::Int8(rows, self.isa),
+            None => Rows::F32(self.weights.values()),
+        };
+        rescore(&lists, batch, rows, h, self.len(), n_candidates)
+            .into_iter()
+            .map(|hits: Vec<ScoredId>| hits.into_iter().map(|hit| hit.id).collect())
+            .collect()
     }
 }

@@ -13,6 +13,7 @@ use crate::error::{IndexError, SearchError};
 use crate::first_stage::GraphStage;
 use crate::fit::WeightSolver;
 use crate::precision::ReducedCopies;
+use crate::storage::Compressed;
 use crate::weights::DocWeights;
 
 /// How many results and candidates a search returns.
@@ -69,6 +70,9 @@ pub struct Index<T = Vec<f32>> {
     /// The graph first stage, for large indexes
     /// ([`Index::build_first_stage`]); `None` scans all of `W`.
     pub(crate) first_stage: Option<Arc<GraphStage>>,
+    /// The compressed forms of `W` and the tokens searches run on, for
+    /// large indexes ([`Index::compress`]); `None` searches in f32.
+    pub(crate) compressed: Option<Arc<Compressed>>,
 }
 
 /// The weight solver of an index built in Rust.
@@ -119,6 +123,7 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             build_config: None,
             reduced: None,
             first_stage: None,
+            compressed: None,
         })
     }
 
@@ -255,6 +260,9 @@ impl<T: GrowableTokens + Sync> Index<T> {
         let first = self.len();
         if let Some(stage) = &mut self.first_stage {
             Arc::make_mut(stage).graph.add(rows.values())?;
+        }
+        if let Some(compressed) = &mut self.compressed {
+            Arc::make_mut(compressed).append(rows.values(), rows.width(), &added);
         }
         if let Some(copies) = &mut self.reduced {
             Arc::make_mut(copies).append(rows.values(), rows.width(), &added);

@@ -64,13 +64,14 @@ mod precision;
 mod rerank;
 mod search;
 mod shortlist;
+mod storage;
 pub mod synthetic;
 #[cfg(feature = "text")]
 mod text_index;
 mod token_filter;
 mod weights;
 
-pub use build::{BuildConfig, BuildError, BuildReport, IndexBuilder, Stage};
+pub use build::{BuildConfig, BuildError, BuildReport, DocumentSource, IndexBuilder, Stage};
 pub use error::{IndexError, SearchError};
 pub use first_stage::FirstStageConfig;
 pub use fit::{FitError, WeightSolver};
@@ -80,6 +81,7 @@ pub use lemur_maxsim::{AlignedVec, Isa, Level, MultiVectors, Pages};
 pub use lemur_mlp::{Activation, FeatureMap};
 pub use persist::{MappedIndex, current_generation};
 pub use precision::{Precision, TokenPrecision, WeightPrecision};
+pub use storage::{StorageConfig, TokenCodec, WeightCodec};
 #[cfg(feature = "text")]
 pub use text_index::{TextIndex, TextIndexConfig, TextIndexError, TextIndexStats};
 pub use weights::DocWeights;

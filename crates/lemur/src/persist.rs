@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use lemur_io::{MappedF32, Store, StoreWriter, TargetNorm};
-use lemur_maxsim::MultiVectors;
+use lemur_maxsim::int8::Int8Matrix;
+use lemur_maxsim::{MultiVectors, QuantizedVectors};
 use lemur_mlp::{Activation, Block, FeatureMap};
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +13,7 @@ use crate::build::BuildConfig;
 use crate::error::IndexError;
 use crate::first_stage::{GraphStage, MAX_GRAPH_DEGREE, MAX_REFINE_FACTOR};
 use crate::index::{Index, SolverState};
+use crate::storage::{Compressed, MAX_RESCORE_DEPTH, TokenCodec, WeightCodec, code_bits};
 use crate::weights::DocWeights;
 use lemur_ann::{GraphConfig, GraphParts, ProjectedGraph};
 
@@ -34,7 +36,23 @@ struct Metadata {
     /// The graph first stage, when the index has one (arrays `ann_*`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     first_stage: Option<GraphMeta>,
+    /// The compressed forms, when the index has them (arrays
+    /// `token_codes`, `token_scales`, `W_codes`, `W_scales`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    storage: Option<StorageMeta>,
 }
+
+/// What a saved compressed index keeps.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StorageMeta {
+    tokens: TokenCodec,
+    weights: WeightCodec,
+    rescore_depth: usize,
+}
+
+/// The arrays of the compressed forms.
+const STORAGE_ARRAYS: [&str; 4] = ["token_codes", "token_scales", "W_codes", "W_scales"];
 
 /// The scalars of a saved first-stage graph.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -105,9 +123,63 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         extra: Option<serde_json::Value>,
     ) -> Result<(), IndexError> {
         let mut writer = StoreWriter::new(dir)?;
+        writer.f32(
+            "W",
+            &[self.len(), self.feature_dim()],
+            self.weights.values(),
+        )?;
+        writer.f32(
+            "tokens",
+            &[self.corpus.n_tokens(), self.dim()],
+            self.corpus.tokens(),
+        )?;
+        let offsets: Vec<u64> = self.corpus.offsets().iter().map(|&o| o as u64).collect();
+        writer.u64("offsets", &[offsets.len()], &offsets)?;
+        self.model_parts().commit(writer, extra)
+    }
+
+    /// Everything a save writes besides `W`, the tokens and the offsets.
+    fn model_parts(&self) -> ModelParts<'_> {
+        ModelParts {
+            feature_map: &self.feature_map,
+            dim: self.dim(),
+            n_docs: self.len(),
+            n_tokens: self.corpus.n_tokens(),
+            target_norm: self.target_norm,
+            solver: self.solver.as_ref(),
+            build_config: self.build_config.as_ref(),
+            first_stage: self.first_stage.as_deref(),
+            compressed: self.compressed.as_deref(),
+        }
+    }
+}
+
+/// Everything of an index but `W`, the tokens and their offsets: what a
+/// save writes after those, and what a streamed build (which writes those
+/// a block of documents at a time) writes at its end.
+pub(crate) struct ModelParts<'a> {
+    pub(crate) feature_map: &'a FeatureMap,
+    pub(crate) dim: usize,
+    pub(crate) n_docs: usize,
+    pub(crate) n_tokens: usize,
+    pub(crate) target_norm: Option<TargetNorm>,
+    pub(crate) solver: Option<&'a SolverState>,
+    pub(crate) build_config: Option<&'a BuildConfig>,
+    pub(crate) first_stage: Option<&'a GraphStage>,
+    pub(crate) compressed: Option<&'a Compressed>,
+}
+
+impl ModelParts<'_> {
+    /// Writes the parts and the manifest into `writer`'s generation (which
+    /// holds `W`, `tokens` and `offsets` already) and commits it.
+    pub(crate) fn commit(
+        &self,
+        mut writer: StoreWriter,
+        extra: Option<serde_json::Value>,
+    ) -> Result<(), IndexError> {
         let feature_map = match self.feature_map.blocks() {
             Some(blocks) => {
-                let mut widths = vec![self.dim()];
+                let mut widths = vec![self.dim];
                 for (i, block) in blocks.iter().enumerate() {
                     let (o, n) = (block.out_dim(), block.in_dim());
                     writer.f32(&format!("layer_{i}_weight"), &[o, n], block.weight())?;
@@ -126,28 +198,20 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
                     .feature_map
                     .projection()
                     .expect("a map is blocks or a projection");
-                writer.f32("projection", &[self.dim(), self.feature_dim()], projection)?;
+                writer.f32(
+                    "projection",
+                    &[self.dim, self.feature_map.output_dim()],
+                    projection,
+                )?;
                 FeatureMapMeta::Random
             }
         };
-        writer.f32(
-            "W",
-            &[self.len(), self.feature_dim()],
-            self.weights.values(),
-        )?;
-        writer.f32(
-            "tokens",
-            &[self.corpus.n_tokens(), self.dim()],
-            self.corpus.tokens(),
-        )?;
-        let offsets: Vec<u64> = self.corpus.offsets().iter().map(|&o| o as u64).collect();
-        writer.u64("offsets", &[offsets.len()], &offsets)?;
-        let solver_norm = match &self.solver {
+        let solver_norm = match self.solver {
             Some(SolverState::Ready(solver)) => {
                 let sample = solver.sample_tokens();
                 writer.f32(
                     "solver_sample",
-                    &[sample.len() / self.dim(), self.dim()],
+                    &[sample.len() / self.dim, self.dim],
                     sample,
                 )?;
                 Some(solver.norm().into())
@@ -155,14 +219,14 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             Some(SolverState::Saved { sample, norm }) => {
                 writer.f32(
                     "solver_sample",
-                    &[sample.len() / self.dim(), self.dim()],
+                    &[sample.len() / self.dim, self.dim],
                     sample,
                 )?;
                 Some((*norm).into())
             }
             None => None,
         };
-        let first_stage = match &self.first_stage {
+        let first_stage = match self.first_stage {
             Some(stage) => {
                 let (mean, axes, graph) = stage.graph.to_parts();
                 let (h, n) = (mean.len(), graph.levels.len());
@@ -185,17 +249,44 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             }
             None => None,
         };
+        let storage = match self.compressed {
+            Some(compressed) => {
+                if let Some(tokens) = &compressed.tokens {
+                    let per_token = tokens.bits().bytes_per_token(tokens.dim());
+                    writer.u8(
+                        "token_codes",
+                        &[tokens.n_tokens(), per_token],
+                        tokens.codes(),
+                    )?;
+                    writer.f32("token_scales", &[tokens.n_tokens()], tokens.scales())?;
+                }
+                if let Some(rows) = &compressed.weights {
+                    let codes: Vec<i8> = (0..rows.n_rows()).flat_map(|i| rows.codes(i)).collect();
+                    let scales: Vec<f32> = (0..rows.n_rows()).map(|i| rows.scale(i)).collect();
+                    writer.i8("W_codes", &[rows.n_rows(), rows.dim()], &codes)?;
+                    writer.f32("W_scales", &[rows.n_rows()], &scales)?;
+                }
+                let config = compressed.config();
+                Some(StorageMeta {
+                    tokens: config.tokens,
+                    weights: config.weights,
+                    rescore_depth: config.rescore_depth,
+                })
+            }
+            None => None,
+        };
         let metadata = Metadata {
-            dim: self.dim(),
-            n_docs: self.len(),
-            n_tokens: self.corpus.n_tokens(),
-            feature_dim: self.feature_dim(),
+            dim: self.dim,
+            n_docs: self.n_docs,
+            n_tokens: self.n_tokens,
+            feature_dim: self.feature_map.output_dim(),
             feature_map,
             target_norm: self.target_norm.map(Into::into),
             solver_norm,
-            build_config: self.build_config.clone(),
+            build_config: self.build_config.cloned(),
             extra,
             first_stage,
+            storage,
         };
         writer.commit(serde_json::to_value(metadata).expect("metadata serialises"))?;
         Ok(())
@@ -203,12 +294,15 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
 }
 
 /// Reads everything but the corpus tokens, validated, and assembles an
-/// index around `corpus`.
+/// index around `tokens`. With `map_weights` as `Some(verify)`, the f32
+/// `W` of a compressed index is memory-mapped rather than read (its
+/// checksum verified only with `verify`).
 fn assemble<T: AsRef<[f32]> + Sync>(
     root: &Path,
     store: &Store,
     metadata: Metadata,
     tokens: T,
+    map_weights: Option<bool>,
 ) -> Result<Index<T>, IndexError> {
     let dir = store.dir().to_path_buf();
     let (offset_shape, offsets) = store.read_u64("offsets")?;
@@ -286,17 +380,35 @@ fn assemble<T: AsRef<[f32]> + Sync>(
             FeatureMap::random(projection, metadata.dim, metadata.feature_dim)?
         }
     };
-    let (w_shape, w) = store.read_f32("W")?;
-    if w_shape != [metadata.n_docs, metadata.feature_dim] {
-        return Err(format_error(
+    let w_shape_error = |w_shape: &[usize]| {
+        format_error(
             &dir,
             format!(
                 "W has shape {w_shape:?}, not [{}, {}]",
                 metadata.n_docs, metadata.feature_dim
             ),
-        ));
-    }
-    let weights = DocWeights::new(w, metadata.n_docs, metadata.feature_dim)?;
+        )
+    };
+    // A compressed index opened for searching keeps its f32 `W` on disk.
+    let weights_resident = metadata
+        .storage
+        .is_none_or(|storage| storage.weights == WeightCodec::F32);
+    let weights = match map_weights {
+        Some(verify) if !weights_resident => {
+            let (w_shape, w) = store.map_f32("W", verify)?;
+            if w_shape != [metadata.n_docs, metadata.feature_dim] {
+                return Err(w_shape_error(&w_shape));
+            }
+            DocWeights::mapped(w, metadata.n_docs, metadata.feature_dim)?
+        }
+        _ => {
+            let (w_shape, w) = store.read_f32("W")?;
+            if w_shape != [metadata.n_docs, metadata.feature_dim] {
+                return Err(w_shape_error(&w_shape));
+            }
+            DocWeights::new(w, metadata.n_docs, metadata.feature_dim)?
+        }
+    };
     let first_stage = match metadata.first_stage {
         Some(meta) => Some(Arc::new(read_graph(store, &metadata, meta)?)),
         None if store.names().any(|name| name.starts_with("ann_")) => {
@@ -307,7 +419,18 @@ fn assemble<T: AsRef<[f32]> + Sync>(
         }
         None => None,
     };
+    let compressed = match metadata.storage {
+        Some(meta) => Some(Arc::new(read_compressed(store, &metadata, &corpus, meta)?)),
+        None if store.names().any(|name| STORAGE_ARRAYS.contains(&name)) => {
+            return Err(format_error(
+                &dir,
+                "compressed arrays without storage metadata",
+            ));
+        }
+        None => None,
+    };
     let mut index = Index::new(feature_map, weights, corpus)?;
+    index.compressed = compressed;
     index.target_norm = metadata.target_norm.map(Into::into);
     index.build_config = metadata.build_config;
     index.first_stage = first_stage;
@@ -328,6 +451,69 @@ fn assemble<T: AsRef<[f32]> + Sync>(
         None => None,
     };
     Ok(index)
+}
+
+/// Reads and validates the saved compressed forms.
+fn read_compressed<T: AsRef<[f32]>>(
+    store: &Store,
+    metadata: &Metadata,
+    corpus: &MultiVectors<T>,
+    meta: StorageMeta,
+) -> Result<Compressed, IndexError> {
+    let dir = store.dir();
+    let invalid = |reason: String| format_error(dir, reason);
+    if meta.rescore_depth > MAX_RESCORE_DEPTH
+        || (meta.tokens == TokenCodec::F32 && meta.weights == WeightCodec::F32)
+    {
+        return Err(invalid(format!(
+            "storage metadata {meta:?} is out of range"
+        )));
+    }
+    let tokens = match code_bits(meta.tokens) {
+        Some(bits) => {
+            let per_token = bits.bytes_per_token(metadata.dim);
+            let (shape, codes) = store.read_u8("token_codes")?;
+            if shape != [metadata.n_tokens, per_token] {
+                return Err(invalid(format!("token_codes has shape {shape:?}")));
+            }
+            let (shape, scales) = store.read_f32("token_scales")?;
+            if shape != [metadata.n_tokens] {
+                return Err(invalid(format!("token_scales has shape {shape:?}")));
+            }
+            let tokens = QuantizedVectors::from_parts(
+                bits,
+                metadata.dim,
+                codes,
+                scales,
+                corpus.offsets().to_vec(),
+            )
+            .map_err(|e| invalid(format!("compressed tokens: {e}")))?;
+            Some(tokens)
+        }
+        None => None,
+    };
+    let weights = match meta.weights {
+        WeightCodec::Int8 => {
+            let (shape, codes) = store.read_i8("W_codes")?;
+            if shape != [metadata.n_docs, metadata.feature_dim] {
+                return Err(invalid(format!("W_codes has shape {shape:?}")));
+            }
+            let (shape, scales) = store.read_f32("W_scales")?;
+            if shape != [metadata.n_docs] {
+                return Err(invalid(format!("W_scales has shape {shape:?}")));
+            }
+            let rows = Int8Matrix::from_codes(&codes, scales, metadata.feature_dim)
+                .map_err(|e| invalid(format!("compressed W: {e}")))?;
+            Some(rows)
+        }
+        WeightCodec::F32 => None,
+    };
+    Ok(Compressed {
+        tokens,
+        weights,
+        rescore_depth: meta.rescore_depth,
+        f32_tokens: None,
+    })
 }
 
 /// Reads and validates the saved first-stage graph.
@@ -440,7 +626,17 @@ impl Index<MappedF32> {
         if shape != [metadata.n_tokens, metadata.dim] {
             return Err(format_error(dir, format!("tokens has shape {shape:?}")));
         }
-        assemble(dir, &store, metadata, tokens)
+        let compressed_tokens = metadata
+            .storage
+            .is_some_and(|storage| storage.tokens != TokenCodec::F32);
+        let mut index = assemble(dir, &store, metadata, tokens, Some(verify))?;
+        if compressed_tokens && let Some(compressed) = &mut index.compressed {
+            // A second handle on the token file, never touched through its
+            // map: the leaders' positional reads go through it.
+            let (_, file) = store.map_f32("tokens", false)?;
+            Arc::make_mut(compressed).f32_tokens = Some(Arc::new(file));
+        }
+        Ok(index)
     }
 }
 
@@ -462,7 +658,7 @@ impl Index<Vec<f32>> {
             return Err(format_error(dir, format!("tokens has shape {shape:?}")));
         }
         let extra = metadata.extra.take();
-        Ok((assemble(dir, &store, metadata, tokens)?, extra))
+        Ok((assemble(dir, &store, metadata, tokens, None)?, extra))
     }
 }
 

@@ -13,9 +13,13 @@
 //! the reduced tokens this way, and the pairs that survive its bound are
 //! scored again in f32.
 
+use lemur_io::MappedF32;
 use lemur_maxsim::bf16::{Bf16Vectors, PackedQueryBf16, maxsim_bf16_before};
 use lemur_maxsim::int8::{Int8Vectors, PackedQueryInt8, int8_accelerated, maxsim_int8_before};
-use lemur_maxsim::{MultiVectors, PackedQuery, maxsim_packed_before};
+use lemur_maxsim::{
+    MultiVectors, PackedQuery, QuantizedVectors, maxsim_packed_before, prefetch_to_l2,
+};
+use lemur_topk::rank_order;
 use rayon::prelude::*;
 
 use crate::index::{Hit, Index};
@@ -55,6 +59,16 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             "a candidate names a document outside the corpus"
         );
         let pairs = PairsByDocument::new(candidates, self.len());
+        if let Some(compressed) = &self.compressed
+            && let Some(tokens) = &compressed.tokens
+        {
+            let scores = self.score_pairs_quantized(queries, &pairs, tokens);
+            let depth = compressed.rescore_depth.max(k);
+            let file = compressed.f32_tokens.as_deref();
+            return into_hits(
+                self.rescore_leaders(queries, candidates, &pairs, &scores, depth, k, file),
+            );
+        }
         let reduced = self
             .reduced
             .as_ref()
@@ -82,14 +96,47 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
                 self.rerank_survivors(queries, candidates, &pairs, bounds, &scores, k)
             }
         };
-        hits.into_iter()
-            .map(|hits| {
-                hits.into_iter()
-                    .map(|hit| Hit {
-                        doc: hit.id,
-                        score: hit.score,
-                    })
-                    .collect()
+        into_hits(hits)
+    }
+
+    /// The `k` best of each query's candidates by f32 score among its
+    /// `depth` leaders by `compressed_scores` (one per pair): the leaders
+    /// are scored again on their f32 tokens, the only f32 tokens a
+    /// compressed index reads (from `file` when it was opened from disk).
+    #[allow(clippy::too_many_arguments)]
+    fn rescore_leaders<Q: AsRef<[f32]> + Sync, C: AsRef<[u32]> + Sync>(
+        &self,
+        queries: &MultiVectors<Q>,
+        candidates: &[C],
+        pairs: &PairsByDocument,
+        compressed_scores: &[f32],
+        depth: usize,
+        k: usize,
+        file: Option<&MappedF32>,
+    ) -> Vec<Vec<lemur_topk::Hit>> {
+        let leaders: Vec<Vec<u32>> = pairs
+            .top_per_list(candidates, compressed_scores, depth)
+            .into_iter()
+            .map(|hits| hits.into_iter().map(|hit| hit.id).collect())
+            .collect();
+        let scores = match file {
+            Some(file) => self.score_lists_read(queries, &leaders, file),
+            None => self.score_lists_f32(queries, &leaders),
+        };
+        let mut rest = scores.as_slice();
+        leaders
+            .iter()
+            .map(|list| {
+                let (these, after) = rest.split_at(list.len());
+                rest = after;
+                let mut hits: Vec<lemur_topk::Hit> = list
+                    .iter()
+                    .zip(these)
+                    .map(|(&id, &score)| lemur_topk::Hit { id, score })
+                    .collect();
+                hits.sort_by(rank_order);
+                hits.truncate(k);
+                hits
             })
             .collect()
     }
@@ -127,6 +174,56 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         pairs.by_slot(&self.score_pairs_f32(queries, &pairs))
     }
 
+    /// [`Index::score_lists_f32`] with each document's f32 tokens read
+    /// from `file` (the corpus's token file) by one positional read; a
+    /// read that fails takes the same bytes through the memory map.
+    fn score_lists_read<Q: AsRef<[f32]> + Sync>(
+        &self,
+        queries: &MultiVectors<Q>,
+        lists: &[Vec<u32>],
+        file: &MappedF32,
+    ) -> Vec<f32> {
+        let pairs = PairsByDocument::new(lists, self.len());
+        let (dim, offsets) = (self.dim(), self.corpus.offsets());
+        // Every document's read starts now; the reads below then wait for
+        // the slowest of them rather than for each in turn.
+        for (i, &doc) in pairs.docs.iter().enumerate() {
+            if i == 0 || pairs.docs[i - 1] != doc {
+                let doc = doc as usize;
+                file.will_need(offsets[doc] * dim, (offsets[doc + 1] - offsets[doc]) * dim);
+            }
+        }
+        let packed = self.packed_queries(queries);
+        let scores = pairs.score_runs(PairCost::MaxSim, |run, out| {
+            let mut tokens = Vec::new();
+            let mut current = None;
+            for (i, out) in run.zip(out) {
+                let doc = pairs.docs[i] as usize;
+                if current != Some(doc) {
+                    tokens.resize((offsets[doc + 1] - offsets[doc]) * dim, 0.0);
+                    if file.read_into(offsets[doc] * dim, &mut tokens).is_err() {
+                        tokens.copy_from_slice(self.corpus.get(doc));
+                    }
+                    current = Some(doc);
+                }
+                let query = &packed[pairs.queries[i] as usize];
+                *out = maxsim_packed_before(self.isa, query, &tokens, &[]);
+            }
+        });
+        pairs.by_slot(&scores)
+    }
+
+    /// Every query packed for the f32 kernel (cheap next to scoring).
+    fn packed_queries<Q: AsRef<[f32]> + Sync>(
+        &self,
+        queries: &MultiVectors<Q>,
+    ) -> Vec<PackedQuery> {
+        (0..queries.len())
+            .into_par_iter()
+            .map(|q| PackedQuery::new(queries.get(q), self.dim()))
+            .collect()
+    }
+
     /// Exact MaxSim of every pair on the f32 tokens, in the pairs'
     /// (document) order.
     fn score_pairs_f32<Q: AsRef<[f32]> + Sync>(
@@ -134,11 +231,7 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         queries: &MultiVectors<Q>,
         pairs: &PairsByDocument,
     ) -> Vec<f32> {
-        // Query packing is cheap next to scoring.
-        let packed: Vec<PackedQuery> = (0..queries.len())
-            .into_par_iter()
-            .map(|q| PackedQuery::new(queries.get(q), self.dim()))
-            .collect();
+        let packed = self.packed_queries(queries);
         score_in_document_order(pairs, |query, doc, next| {
             let next = match next {
                 Some((_, next_doc)) if next_doc != doc => self.corpus.get(next_doc as usize),
@@ -172,6 +265,36 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         })
     }
 
+    /// MaxSim of every pair on the decoded tokens of a compressed index,
+    /// in the pairs' (document) order: each document is decoded once per
+    /// run of its pairs, and the next one's codes are fetched meanwhile.
+    fn score_pairs_quantized<Q: AsRef<[f32]> + Sync>(
+        &self,
+        queries: &MultiVectors<Q>,
+        pairs: &PairsByDocument,
+        tokens: &QuantizedVectors,
+    ) -> Vec<f32> {
+        let packed = self.packed_queries(queries);
+        pairs.score_runs(PairCost::MaxSim, |run, out| {
+            let mut decoded = Vec::new();
+            let mut current = None;
+            for (i, out) in run.zip(out) {
+                let doc = pairs.docs[i];
+                if current != Some(doc) {
+                    if let Some(&next) = pairs.docs.get(i + 1)
+                        && next != doc
+                    {
+                        prefetch_to_l2(tokens.set_codes(next as usize));
+                    }
+                    tokens.decode_into(self.isa, doc as usize, &mut decoded);
+                    current = Some(doc);
+                }
+                let query = &packed[pairs.queries[i] as usize];
+                *out = maxsim_packed_before(self.isa, query, &decoded, &[]);
+            }
+        })
+    }
+
     /// MaxSim of every pair on the int8 tokens, in the pairs' (document)
     /// order.
     fn score_pairs_int8<Q: AsRef<[f32]> + Sync>(
@@ -193,6 +316,20 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             maxsim_int8_before(&packed[query as usize], tokens.get(doc as usize), next)
         })
     }
+}
+
+/// Ids and scores as the index's hits.
+fn into_hits(hits: Vec<Vec<lemur_topk::Hit>>) -> Vec<Vec<Hit>> {
+    hits.into_iter()
+        .map(|hits| {
+            hits.into_iter()
+                .map(|hit| Hit {
+                    doc: hit.id,
+                    score: hit.score,
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// `score(query, doc, next)` of every pair, in tasks spread over the

@@ -18,7 +18,7 @@ use crate::error::SearchError;
 use crate::filter::Margins;
 use crate::index::{Hit, Index, SearchParams};
 use crate::precision::{ReducedWeights, WeightPrecision};
-use crate::shortlist::{Shortlist, Survivors, rescore};
+use crate::shortlist::{Rows, Shortlist, Survivors, rescore};
 
 /// Documents per scoring block: the `[queries, block]` score tile stays
 /// small while each GEMM is still large enough to run at full speed.
@@ -149,7 +149,16 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
                 .as_ref()
                 .and_then(|copies| copies.weights.as_ref());
             let n_queries = batch.len() / h;
+            // A compressed index has only its int8 `W` resident.
+            let compressed = self
+                .compressed
+                .as_ref()
+                .and_then(|compressed| compressed.weights.as_ref());
             let (prepared, margins): (Prepared<'_>, Option<Vec<Margins<'_>>>) = match reduced {
+                _ if compressed.is_some() => {
+                    let rows = compressed.expect("checked");
+                    (Prepared::Int8(rows.pad_rows(batch), rows), None)
+                }
                 None => (Prepared::F32, None),
                 Some(ReducedWeights::Bf16(rows)) => (Prepared::bf16(batch, h, rows), None),
                 Some(ReducedWeights::Bf16Filter(rows, bounds)) => {
@@ -237,13 +246,13 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             .collect();
         let weights = self.weights.values();
         let leaders: Vec<&[u32]> = survivors.iter().map(|s| s.leaders.as_slice()).collect();
-        let leader_hits = rescore(&leaders, batch, weights, h, m, n_candidates);
+        let leader_hits = rescore(&leaders, batch, Rows::F32(weights), h, m, n_candidates);
         let others: Vec<Vec<u32>> = survivors
             .iter()
             .zip(&leader_hits)
             .map(|(survivors, hits)| survivors.others_above(hits, n_candidates))
             .collect();
-        let other_hits = rescore(&others, batch, weights, h, m, n_candidates);
+        let other_hits = rescore(&others, batch, Rows::F32(weights), h, m, n_candidates);
         let mut batch_candidates: Vec<Vec<u32>> = leader_hits
             .into_iter()
             .zip(other_hits)

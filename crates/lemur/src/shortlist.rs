@@ -5,7 +5,8 @@
 //! [`Shortlist`] per query; [`rescore`] then reads the f32 rows of the
 //! survivors only.
 
-use lemur_maxsim::prefetch_to_l2;
+use lemur_maxsim::int8::{Int8Matrix, dot_products_int8};
+use lemur_maxsim::{Isa, prefetch_to_l2};
 use lemur_mlp::simd;
 use lemur_topk::{Hit, TopK};
 
@@ -174,15 +175,24 @@ impl Survivors {
     }
 }
 
-/// The `n_candidates` best of each query's `survivors` by f32 score (its
-/// `width` features against rows of `weights`), best first. Queries go in
-/// blocks whose features stay in L2 while the block's (query, document)
-/// pairs are scored in document order, so each `W` row is read once per
-/// block rather than once per query that kept it.
+/// The rows survivors are rescored on.
+#[derive(Clone, Copy)]
+pub(crate) enum Rows<'a> {
+    /// The f32 `W`, `[n_docs, width]` row-major.
+    F32(&'a [f32]),
+    /// The int8 `W` of a compressed index, scored at `Isa`.
+    Int8(&'a Int8Matrix, Isa),
+}
+
+/// The `n_candidates` best of each query's `survivors` by their score on
+/// `rows` (the query's `width` features against each row), best first.
+/// Queries go in blocks whose features stay in L2 while the block's
+/// (query, document) pairs are scored in document order, so each `W` row
+/// is read once per block rather than once per query that kept it.
 pub(crate) fn rescore<L: AsRef<[u32]>>(
     survivors: &[L],
     features: &[f32],
-    weights: &[f32],
+    rows: Rows<'_>,
     width: usize,
     n_docs: usize,
     n_candidates: usize,
@@ -191,26 +201,45 @@ pub(crate) fn rescore<L: AsRef<[u32]>>(
     let mut candidates = Vec::with_capacity(survivors.len());
     for (lists, block_features) in survivors.chunks(block).zip(features.chunks(block * width)) {
         let pairs = PairsByDocument::new(lists, n_docs);
-        let scores = pairs.score_runs(PairCost::Row, |run, out| {
-            let row = |i: usize| &weights[pairs.docs[i] as usize * width..][..width];
-            simd::dispatch(
-                #[inline(always)]
-                || {
-                    for (i, score) in run.zip(out) {
-                        // Scattered rows each start a new stream the
-                        // hardware prefetcher only ramps up on; asking for
-                        // the rows a few pairs ahead overlaps them.
-                        if let Some(&ahead) = pairs.docs.get(i + ROWS_AHEAD)
-                            && ahead != pairs.docs[i + ROWS_AHEAD - 1]
-                        {
-                            prefetch_to_l2(row(i + ROWS_AHEAD));
+        let scores = match rows {
+            Rows::F32(weights) => pairs.score_runs(PairCost::Row, |run, out| {
+                let row = |i: usize| &weights[pairs.docs[i] as usize * width..][..width];
+                simd::dispatch(
+                    #[inline(always)]
+                    || {
+                        for (i, score) in run.zip(out) {
+                            // Scattered rows each start a new stream the
+                            // hardware prefetcher only ramps up on; asking
+                            // for the rows a few pairs ahead overlaps them.
+                            if let Some(&ahead) = pairs.docs.get(i + ROWS_AHEAD)
+                                && ahead != pairs.docs[i + ROWS_AHEAD - 1]
+                            {
+                                prefetch_to_l2(row(i + ROWS_AHEAD));
+                            }
+                            let q = pairs.queries[i] as usize;
+                            *score = simd::dot(&block_features[q * width..][..width], row(i));
                         }
+                    },
+                )
+            }),
+            Rows::Int8(matrix, isa) => {
+                let padded = matrix.padded_dim();
+                let block_features = matrix.pad_rows(block_features);
+                pairs.score_runs(PairCost::Row, |run, out| {
+                    for (i, score) in run.zip(out) {
                         let q = pairs.queries[i] as usize;
-                        *score = simd::dot(&block_features[q * width..][..width], row(i));
+                        dot_products_int8(
+                            isa,
+                            &block_features[q * padded..][..padded],
+                            matrix,
+                            pairs.docs[i] as usize,
+                            1,
+                            std::slice::from_mut(score),
+                        );
                     }
-                },
-            )
-        });
+                })
+            }
+        };
         candidates.extend(pairs.top_per_list(lists, &scores, n_candidates));
     }
     candidates

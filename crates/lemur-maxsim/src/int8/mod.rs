@@ -24,7 +24,7 @@
 
 use pulp::{Simd, WithSimd};
 
-use crate::Isa;
+use crate::{Isa, QuantizedError};
 
 mod integer;
 #[cfg(target_arch = "x86_64")]
@@ -97,6 +97,42 @@ impl Int8Matrix {
             }
         }
         Int8Matrix { words, scales, dim }
+    }
+
+    /// Assembles a matrix from row-major codes (`-127..=127`, as
+    /// [`Int8Matrix::codes`] gives them row by row) and one scale per row
+    /// (finite, `>= 0`): what a saved matrix is read back through.
+    pub fn from_codes(codes: &[i8], scales: Vec<f32>, dim: usize) -> Result<Self, QuantizedError> {
+        if dim == 0 {
+            return Err(QuantizedError::ZeroDim);
+        }
+        let n_rows = scales.len();
+        if n_rows.checked_mul(dim) != Some(codes.len()) {
+            return Err(QuantizedError::CodeLength {
+                found: codes.len(),
+                n_tokens: n_rows,
+                per_token: dim,
+            });
+        }
+        if let Some(row) = scales.iter().position(|s| !(s.is_finite() && *s >= 0.0)) {
+            return Err(QuantizedError::BadScale {
+                token: row,
+                scale: scales[row],
+            });
+        }
+        if let Some(index) = codes.iter().position(|&c| c == i8::MIN) {
+            return Err(QuantizedError::CodeOutOfRange { index });
+        }
+        let per_row = words_per_row(dim);
+        let mut words = vec![0u32; n_rows * per_row];
+        for (row, out) in codes.chunks_exact(dim).zip(words.chunks_exact_mut(per_row)) {
+            for k in 0..per_row * 4 {
+                let code = row.get(k).map_or(0, |&c| i32::from(c));
+                let (word, byte) = position(k);
+                out[word] |= ((code + CODE_OFFSET) as u32) << (8 * byte);
+            }
+        }
+        Ok(Int8Matrix { words, scales, dim })
     }
 
     /// Rows.
@@ -424,6 +460,37 @@ fn tile_block<S: Simd, const A: usize, const B: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_codes_rebuild_the_matrix_and_bad_ones_are_refused() {
+        let dim = 70;
+        let values: Vec<f32> = (0..3 * dim)
+            .map(|i| ((i * 13 % 97) as f32 - 40.0) / 3.0)
+            .collect();
+        let matrix = Int8Matrix::from_f32(&values, dim);
+        let codes: Vec<i8> = (0..3).flat_map(|i| matrix.codes(i)).collect();
+        let scales: Vec<f32> = (0..3).map(|i| matrix.scale(i)).collect();
+        assert_eq!(
+            Int8Matrix::from_codes(&codes, scales.clone(), dim),
+            Ok(matrix)
+        );
+        assert!(matches!(
+            Int8Matrix::from_codes(&codes[1..], scales.clone(), dim),
+            Err(QuantizedError::CodeLength { .. })
+        ));
+        let mut bad = codes.clone();
+        bad[5] = i8::MIN;
+        assert_eq!(
+            Int8Matrix::from_codes(&bad, scales.clone(), dim),
+            Err(QuantizedError::CodeOutOfRange { index: 5 })
+        );
+        let mut bad_scales = scales;
+        bad_scales[2] = f32::INFINITY;
+        assert!(matches!(
+            Int8Matrix::from_codes(&codes, bad_scales, dim),
+            Err(QuantizedError::BadScale { token: 2, .. })
+        ));
+    }
 
     #[test]
     fn codes_round_trip_within_half_a_step() {

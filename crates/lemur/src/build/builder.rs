@@ -35,6 +35,9 @@ pub enum Stage {
     /// Building the first-stage graph over `W`, for large indexes (unit:
     /// steps, 0 of 1 then 1 of 1).
     FirstStage,
+    /// Compressing `W` and the tokens, for large indexes (unit: steps, 0
+    /// of 1 then 1 of 1).
+    Compress,
 }
 
 /// Why a build failed.
@@ -66,6 +69,14 @@ pub enum BuildError {
     /// Assembling the index failed.
     #[error(transparent)]
     Index(#[from] IndexError),
+    /// A streamed corpus handed out invalid documents.
+    #[error("invalid {documents}: {source}")]
+    Corpus {
+        /// Which documents, in words ("documents 0..4096").
+        documents: String,
+        /// What is wrong with them.
+        source: lemur_maxsim::MultiVectorError,
+    },
 }
 
 /// What a build did and how long each step took.
@@ -93,6 +104,19 @@ pub struct BuildReport {
     /// Time building the first-stage graph (zero below
     /// [`crate::FirstStageConfig::graph_min_docs`]).
     pub first_stage_time: Duration,
+    /// Time compressing `W` and the tokens (zero below
+    /// [`crate::StorageConfig::compress_min_docs`]).
+    pub compress_time: Duration,
+}
+
+/// What training gives the fit of `W`.
+pub(super) struct Trained {
+    pub(super) feature_map: FeatureMap,
+    pub(super) norm: TargetNorm,
+    /// The token rows `W` is fitted on (`[s, d]`).
+    pub(super) fit_tokens: Vec<f32>,
+    /// The report so far; the steps after training are zero.
+    pub(super) report: BuildReport,
 }
 
 /// Builds LEMUR indexes in Rust: no Python, no PyTorch.
@@ -108,7 +132,7 @@ pub struct IndexBuilder<'p> {
 
 /// `k` distinct indices below `n` (all of them, shuffled, when `k >= n`),
 /// in a deterministic order.
-fn sample_indices(n: usize, k: usize, rng: &mut Rng) -> Vec<usize> {
+pub(super) fn sample_indices(n: usize, k: usize, rng: &mut Rng) -> Vec<usize> {
     if k >= n {
         let mut all: Vec<usize> = (0..n).collect();
         for i in (1..n).rev() {
@@ -125,6 +149,13 @@ fn sample_indices(n: usize, k: usize, rng: &mut Rng) -> Vec<usize> {
         }
     }
     chosen.into_iter().collect()
+}
+
+/// `tokens` once they are checked to be whole, finite rows of width `dim`
+/// (at least one).
+pub(super) fn checked_learn_tokens(tokens: &[f32], dim: usize) -> Result<&[f32], BuildError> {
+    MultiVectors::new(tokens, dim, &[tokens.len() / dim.max(1)])?;
+    Ok(tokens)
 }
 
 fn gather_rows(tokens: &[f32], dim: usize, rows: &[usize]) -> Vec<f32> {
@@ -157,13 +188,13 @@ impl<'p> IndexBuilder<'p> {
         &self.config
     }
 
-    fn report(&self, stage: Stage, done: usize, total: usize) {
+    pub(super) fn report(&self, stage: Stage, done: usize, total: usize) {
         if let Some(progress) = self.progress {
             progress(stage, done, total);
         }
     }
 
-    fn check_config(&self) -> Result<(), BuildError> {
+    pub(super) fn check_config(&self) -> Result<(), BuildError> {
         let c = &self.config;
         let bad = |what: &str| Err(BuildError::Config(what.to_owned()));
         if c.final_hidden_dim == 0 || c.hidden_dims.contains(&0) {
@@ -179,6 +210,10 @@ impl<'p> IndexBuilder<'p> {
             return bad("learning_rate must be positive");
         }
         c.first_stage.validate().map_err(BuildError::Config)?;
+        c.storage.validate().map_err(BuildError::Config)?;
+        if c.block_docs == 0 {
+            return bad("block_docs must be at least 1");
+        }
         Ok(())
     }
 
@@ -192,20 +227,58 @@ impl<'p> IndexBuilder<'p> {
     ) -> Result<(Index<T>, BuildReport), BuildError> {
         self.check_config()?;
         let c = &self.config;
-        let dim = corpus.dim();
-        let learn_tokens: &[f32] = match learn {
-            Some(tokens) => {
-                let rows = tokens.len() / dim;
-                MultiVectors::new(tokens, dim, &[rows])?;
-                tokens
-            }
-            None => corpus.tokens(),
-        };
-        let available = learn_tokens.len() / dim;
         let mut rng = Rng::new(c.seed);
-
         let train_docs = c.train_docs.min(corpus.len());
         let docs = sample_indices(corpus.len(), train_docs, &mut rng);
+        let learn_tokens = match learn {
+            Some(tokens) => checked_learn_tokens(tokens, corpus.dim())?,
+            None => corpus.tokens(),
+        };
+        let trained = self.train_feature_map(&corpus, &docs, learn_tokens, &mut rng)?;
+        let (mut index, solver_time, fit_time) = self.fit(
+            trained.feature_map,
+            trained.norm,
+            &trained.fit_tokens,
+            corpus,
+        )?;
+        let started = Instant::now();
+        if index.len() >= c.first_stage.graph_min_docs {
+            self.report(Stage::FirstStage, 0, 1);
+            index.build_first_stage(&c.first_stage)?;
+            self.report(Stage::FirstStage, 1, 1);
+        }
+        let first_stage_time = started.elapsed();
+        let started = Instant::now();
+        if index.len() >= c.storage.compress_min_docs {
+            self.report(Stage::Compress, 0, 1);
+            index.compress(&c.storage);
+            self.report(Stage::Compress, 1, 1);
+        }
+        let compress_time = started.elapsed();
+        let report = BuildReport {
+            solver_time,
+            fit_time,
+            first_stage_time,
+            compress_time,
+            ..trained.report
+        };
+        Ok((index, report))
+    }
+
+    /// The feature map, the target normalisation and the fit sample, from
+    /// the documents `docs` of `corpus` and token rows of `learn_tokens`
+    /// (`[L, d]`, at least one row) drawn with `rng`.
+    pub(super) fn train_feature_map<T: AsRef<[f32]> + Sync>(
+        &self,
+        corpus: &MultiVectors<T>,
+        docs: &[usize],
+        learn_tokens: &[f32],
+        rng: &mut Rng,
+    ) -> Result<Trained, BuildError> {
+        let c = &self.config;
+        let dim = corpus.dim();
+        let available = learn_tokens.len() / dim;
+        let train_docs = docs.len();
         let row_bytes = 4 * train_docs.max(1) as u64;
         let budget_rows = (c.target_budget_bytes / row_bytes) as usize;
         if c.epochs > 0 && budget_rows == 0 {
@@ -233,13 +306,13 @@ impl<'p> IndexBuilder<'p> {
             .min(budget_rows.max(1))
             .min(available - validation_rows)
             .max(1);
-        let picked = sample_indices(available, learn_rows + validation_rows, &mut rng);
+        let picked = sample_indices(available, learn_rows + validation_rows, rng);
         let (train_rows, held_out) = picked.split_at(learn_rows.min(picked.len()));
         let train_inputs = gather_rows(learn_tokens, dim, train_rows);
 
         let started = Instant::now();
         let total_docs = docs.len();
-        let targets = targets::compute(self.isa, &train_inputs, &corpus, &docs, &|done| {
+        let targets = targets::compute(self.isa, &train_inputs, corpus, docs, &|done| {
             self.report(Stage::Targets, done, total_docs)
         });
         let norm = targets.norm;
@@ -278,7 +351,7 @@ impl<'p> IndexBuilder<'p> {
             let mut network = Network::<f32>::new(&dims, n_outputs, c.activation, c.seed);
             let validation_inputs = gather_rows(learn_tokens, dim, held_out);
             let validation_targets = (!held_out.is_empty()).then(|| {
-                let raw = targets::compute(self.isa, &validation_inputs, &corpus, &docs, &|_| {});
+                let raw = targets::compute(self.isa, &validation_inputs, corpus, docs, &|_| {});
                 // Normalise with the training statistics, not their own.
                 let (mean, std) = (raw.norm.mean, raw.norm.std);
                 let values = raw
@@ -315,30 +388,26 @@ impl<'p> IndexBuilder<'p> {
         let training_time = started.elapsed();
         drop(training_targets);
 
-        let fit_rows = sample_indices(available, c.fit_sample, &mut rng);
+        let fit_rows = sample_indices(available, c.fit_sample, rng);
         let fit_tokens = gather_rows(learn_tokens, dim, &fit_rows);
-        let (mut index, solver_time, fit_time) =
-            self.fit(feature_map, norm, &fit_tokens, corpus)?;
-        let started = Instant::now();
-        if index.len() >= c.first_stage.graph_min_docs {
-            self.report(Stage::FirstStage, 0, 1);
-            index.build_first_stage(&c.first_stage)?;
-            self.report(Stage::FirstStage, 1, 1);
-        }
-        let first_stage_time = started.elapsed();
-        let report = BuildReport {
-            learn_rows: train_rows.len(),
-            train_docs: docs.len(),
-            trained_outputs: if c.epochs > 0 { n_outputs } else { 0 },
+        Ok(Trained {
+            feature_map,
             norm,
-            training,
-            targets_time,
-            training_time,
-            solver_time,
-            fit_time,
-            first_stage_time,
-        };
-        Ok((index, report))
+            fit_tokens,
+            report: BuildReport {
+                learn_rows: train_rows.len(),
+                train_docs: docs.len(),
+                trained_outputs: if c.epochs > 0 { n_outputs } else { 0 },
+                norm,
+                training,
+                targets_time,
+                training_time,
+                solver_time: Duration::ZERO,
+                fit_time: Duration::ZERO,
+                first_stage_time: Duration::ZERO,
+                compress_time: Duration::ZERO,
+            },
+        })
     }
 
     /// Builds an index from an existing feature map and target

@@ -3,6 +3,7 @@
 use lemur_mlp::Activation;
 
 use crate::first_stage::FirstStageConfig;
+use crate::storage::StorageConfig;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// How to build an index. `Default` gives the original LEMUR's settings;
@@ -61,6 +62,13 @@ pub struct BuildConfig {
     /// When the index gets a graph first stage instead of the exact scan
     /// of `W`, and its shape.
     pub first_stage: FirstStageConfig,
+    /// When the index keeps compressed forms of `W` and its tokens
+    /// resident instead of the f32 ones, and which.
+    pub storage: StorageConfig,
+    /// Documents a streamed build ([`crate::IndexBuilder::build_into`])
+    /// reads, fits and writes at a time: its memory beyond the index it
+    /// keeps is about this many documents' f32 tokens and rows of `W`.
+    pub block_docs: usize,
 }
 
 impl Default for BuildConfig {
@@ -84,6 +92,8 @@ impl Default for BuildConfig {
             target_budget_bytes: 4 << 30,
             seed: 0,
             first_stage: FirstStageConfig::default(),
+            storage: StorageConfig::default(),
+            block_docs: 32_768,
         }
     }
 }

@@ -2,7 +2,10 @@
 
 mod builder;
 mod config;
+mod source;
+mod streamed;
 mod targets;
 
 pub use builder::{BuildError, BuildReport, IndexBuilder, Stage};
 pub use config::BuildConfig;
+pub use source::DocumentSource;
