@@ -126,7 +126,8 @@ impl Compressed {
         Compressed {
             tokens: code_bits(config.tokens).map(|bits| quantise_tokens(corpus, bits)),
             weights: (config.weights == WeightCodec::Int8).then(|| quantise_rows(rows, width)),
-            rescore_depth: config.rescore_depth,
+            // What opening a saved index accepts.
+            rescore_depth: config.rescore_depth.min(MAX_RESCORE_DEPTH),
             f32_tokens: None,
         }
     }

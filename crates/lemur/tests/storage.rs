@@ -86,6 +86,14 @@ fn small_indexes_stay_in_f32() {
     assert_eq!(index.storage(), StorageConfig::F32);
     assert_eq!(index.compressed_bytes(), 0);
     let mut copy = index.clone();
+    // A depth past the limit is clamped, so the index still saves and
+    // opens.
+    let mut deep = index.clone();
+    assert!(deep.compress(&compressed(TokenCodec::Int4, WeightCodec::Int8, usize::MAX)));
+    assert_eq!(deep.storage().rescore_depth, 1 << 16);
+    let dir = scratch("deep");
+    deep.save(&dir).unwrap();
+    assert_eq!(Index::open(&dir).unwrap().storage().rescore_depth, 1 << 16);
     let at_least = StorageConfig {
         compress_min_docs: 2501,
         ..StorageConfig::default()
