@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use lemur::io::{load_matrix, load_multivectors, map_multivectors, write_atomically};
 use lemur::{
     BuildConfig, Hit, Index, IndexBuilder, MappedIndex, MultiVectors, Precision, SearchParams,
-    synthetic,
+    SegmentedIndex, synthetic,
 };
 use serde_json::json;
 
@@ -65,6 +65,12 @@ pub(crate) fn dispatch(command: Command, out: &Output) -> Result<()> {
             tokens,
             counts,
         } => add(&index, &tokens, &counts, out),
+        Command::Delete {
+            index,
+            ids,
+            ids_file,
+        } => delete(&index, ids, ids_file.as_deref(), out),
+        Command::Compact { index } => compact(&index, out),
         Command::Search {
             index,
             queries,
@@ -146,16 +152,27 @@ pub(crate) fn open_with_queries(
     quiet: bool,
 ) -> Result<(MappedIndex, MultiVectors)> {
     let index = open_index(dir, quiet)?;
+    let queries_set = load_queries(queries, counts, index.dim(), quiet)?;
+    Ok((index, queries_set))
+}
+
+/// Loads a query batch, refusing one whose tokens are not `dim` wide.
+pub(crate) fn load_queries(
+    queries: &Path,
+    counts: &Path,
+    dim: usize,
+    quiet: bool,
+) -> Result<MultiVectors> {
     let queries_set = load_corpus(queries, counts, quiet)?;
-    if queries_set.dim() != index.dim() {
+    if queries_set.dim() != dim {
         bail!(
             "{}: query tokens are {} wide but the index's are {}",
             queries.display(),
             queries_set.dim(),
-            index.dim()
+            dim
         );
     }
-    Ok((index, queries_set))
+    Ok(queries_set)
 }
 
 fn save(index: &Index, dir: &Path, out: &Output) -> Result<()> {
@@ -266,12 +283,17 @@ fn import(npz: &Path, tokens: &Path, counts: &Path, dir: &Path, out: &Output) ->
     Ok(())
 }
 
+pub(crate) fn open_segmented(dir: &Path, quiet: bool) -> Result<SegmentedIndex> {
+    let bar = spinner(quiet, "opening index");
+    let index = SegmentedIndex::open(dir)
+        .with_context(|| format!("cannot open index {}", dir.display()))?;
+    bar.finish_and_clear();
+    Ok(index)
+}
+
 fn add(dir: &Path, tokens: &Path, counts: &Path, out: &Output) -> Result<()> {
     let added = load_corpus(tokens, counts, out.quiet || out.json)?;
-    let bar = spinner(out.quiet || out.json, "loading index");
-    let mut index =
-        Index::load(dir).with_context(|| format!("cannot load index {}", dir.display()))?;
-    bar.finish_and_clear();
+    let mut index = open_segmented(dir, out.quiet || out.json)?;
     if added.dim() != index.dim() {
         bail!(
             "{}: tokens are {} wide but the index's are {}",
@@ -280,21 +302,91 @@ fn add(dir: &Path, tokens: &Path, counts: &Path, out: &Output) -> Result<()> {
             index.dim()
         );
     }
-    let bar = spinner(out.quiet || out.json, "fitting new documents");
+    let bar = spinner(out.quiet || out.json, "fitting and writing the new segment");
     let counts: Vec<usize> = added.counts().collect();
-    let ids = index.add_documents(added.tokens(), &counts)?;
+    let ids = index
+        .add_documents(added.tokens(), &counts)
+        .with_context(|| format!("cannot add documents to {}", dir.display()))?;
     bar.finish_and_clear();
-    save(&index, dir, out)?;
     if out.json {
-        out.print_json(json!({ "index": dir, "added": ids.len(), "first_id": ids.start, "documents": index.len() }));
+        out.print_json(json!({
+            "index": dir,
+            "added": ids.len(),
+            "first_id": ids.start,
+            "documents": index.len(),
+            "segments": index.n_segments(),
+        }));
     } else if !out.quiet {
         println!(
-            "added documents {}..{} to {} ({} documents)",
+            "added documents {}..{} to {} as a new segment ({} documents in {} segments)",
             ids.start,
             ids.end,
             dir.display(),
-            index.len()
+            index.len(),
+            index.n_segments()
         );
+    }
+    Ok(())
+}
+
+fn delete(dir: &Path, mut ids: Vec<u32>, ids_file: Option<&Path>, out: &Output) -> Result<()> {
+    if let Some(path) = ids_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        for word in text.split_whitespace() {
+            ids.push(
+                word.parse().with_context(|| {
+                    format!("{}: {word:?} is not a document id", path.display())
+                })?,
+            );
+        }
+    }
+    let mut index = open_segmented(dir, out.quiet || out.json)?;
+    let deleted = index
+        .delete_documents(&ids)
+        .with_context(|| format!("cannot delete from {}", dir.display()))?;
+    if out.json {
+        out.print_json(json!({
+            "index": dir,
+            "deleted": deleted,
+            "documents": index.len(),
+            "deleted_pending_compaction": index.n_deleted(),
+        }));
+    } else if !out.quiet {
+        println!(
+            "deleted {deleted} documents from {} ({} left; {} deleted await `lemur compact`)",
+            dir.display(),
+            index.len(),
+            index.n_deleted()
+        );
+    }
+    Ok(())
+}
+
+fn compact(dir: &Path, out: &Output) -> Result<()> {
+    let mut index = open_segmented(dir, out.quiet || out.json)?;
+    let (segments, deleted) = (index.n_segments(), index.n_deleted());
+    let bar = spinner(out.quiet || out.json, "merging segments");
+    let merged = index
+        .compact()
+        .with_context(|| format!("cannot compact {}", dir.display()))?;
+    bar.finish_and_clear();
+    if out.json {
+        out.print_json(json!({
+            "index": dir,
+            "merged": merged,
+            "segments_before": segments,
+            "deleted_dropped": if merged { deleted } else { 0 },
+            "documents": index.len(),
+        }));
+    } else if !out.quiet {
+        match merged {
+            true => println!(
+                "merged {segments} segments into one, dropping {deleted} deleted documents ({} documents)",
+                index.len()
+            ),
+            false => println!("nothing to compact: one segment, no deletions"),
+        }
     }
     Ok(())
 }
@@ -317,13 +409,24 @@ fn search(
     run: Option<&Path>,
     out: &Output,
 ) -> Result<()> {
-    let (index, queries_set) = open_with_queries(dir, queries, counts, out.quiet)?;
-    let index = with_precision(index, precision, out.quiet);
-    let bar = spinner(out.quiet, "searching");
-    let started = Instant::now();
-    let hits = index.search_batch(&queries_set, params)?;
-    let elapsed = started.elapsed();
-    bar.finish_and_clear();
+    let (hits, elapsed) = if precision == Precision::F32 {
+        // Every layout, segmented or not, through its segments.
+        let index = open_segmented(dir, out.quiet)?;
+        let queries_set = load_queries(queries, counts, index.dim(), out.quiet)?;
+        let bar = spinner(out.quiet, "searching");
+        let started = Instant::now();
+        let hits = index.search_batch(&queries_set, params)?;
+        bar.finish_and_clear();
+        (hits, started.elapsed())
+    } else {
+        let (index, queries_set) = open_with_queries(dir, queries, counts, out.quiet)?;
+        let index = with_precision(index, precision, out.quiet);
+        let bar = spinner(out.quiet, "searching");
+        let started = Instant::now();
+        let hits = index.search_batch(&queries_set, params)?;
+        bar.finish_and_clear();
+        (hits, started.elapsed())
+    };
     match run {
         Some(path) => {
             write_atomically(path, |file| {
@@ -372,10 +475,15 @@ fn dir_size(dir: &Path) -> u64 {
 }
 
 fn info(dir: &Path, out: &Output) -> Result<()> {
-    let index = open_index(dir, true)?;
+    let segmented = open_segmented(dir, true)?;
+    let segments = segmented.segments();
+    let index = segmented.base();
     let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
-    let token_bytes = (index.corpus().tokens().len() * 4) as u64;
-    let weight_bytes = (index.weights().values().len() * 4) as u64;
+    let n_tokens: usize = segments.iter().map(|s| s.n_tokens).sum();
+    let n_stored: usize = segments.iter().map(|s| s.n_docs).sum();
+    let token_bytes = (n_tokens * index.dim() * 4) as u64;
+    let weight_bytes = (n_stored * index.feature_dim() * 4) as u64;
+    let compressed_bytes: usize = segments.iter().map(|s| s.compressed_bytes).sum();
     let storage = index.storage();
     let compressed = storage != lemur::StorageConfig::F32;
     let kind = if index.feature_map().blocks().is_some() {
@@ -385,8 +493,18 @@ fn info(dir: &Path, out: &Output) -> Result<()> {
     };
     let value = json!({
         "index": dir,
-        "documents": index.len(),
-        "tokens": index.corpus().n_tokens(),
+        "documents": segmented.len(),
+        "deleted_pending_compaction": segmented.n_deleted(),
+        "next_id": segmented.next_id(),
+        "segments": segments.iter().map(|s| json!({
+            "name": s.name,
+            "documents": s.n_docs,
+            "deleted": s.n_deleted,
+            "tokens": s.n_tokens,
+            "compressed": s.compressed,
+            "graph": s.graph,
+        })).collect::<Vec<_>>(),
+        "tokens": n_tokens,
         "dim": index.dim(),
         "feature_dim": index.feature_dim(),
         "feature_map": kind,
@@ -394,7 +512,7 @@ fn info(dir: &Path, out: &Output) -> Result<()> {
         "disk_bytes": dir_size(dir),
         "memory_bytes": if compressed {
             json!({
-                "compressed_in_memory": index.compressed_bytes(),
+                "compressed_in_memory": compressed_bytes,
                 "weights_memory_mapped": weight_bytes,
                 "tokens_memory_mapped": token_bytes,
             })
@@ -415,11 +533,26 @@ fn info(dir: &Path, out: &Output) -> Result<()> {
     }
     println!("index        {}", dir.display());
     println!(
-        "documents    {} ({} tokens of d = {})",
-        index.len(),
-        index.corpus().n_tokens(),
-        index.dim()
+        "documents    {} ({} tokens of d = {}); next id {}",
+        segmented.len(),
+        n_tokens,
+        index.dim(),
+        segmented.next_id()
     );
+    for segment in &segments {
+        println!(
+            "segment      {}: {} documents, {} deleted{}{}",
+            segment.name,
+            segment.n_docs,
+            segment.n_deleted,
+            if segment.compressed {
+                ", compressed"
+            } else {
+                ""
+            },
+            if segment.graph { ", graph" } else { "" },
+        );
+    }
     println!(
         "features     h = {} ({kind}, {})",
         index.feature_dim(),
@@ -437,7 +570,7 @@ fn info(dir: &Path, out: &Output) -> Result<()> {
     if compressed {
         println!(
             "in memory    {:.1} MiB compressed ({:?} tokens, {:?} W, {} leaders per query scored in f32); f32 W ({:.1} MiB) and tokens ({:.1} MiB) memory-mapped",
-            mib(index.compressed_bytes() as u64),
+            mib(compressed_bytes as u64),
             storage.tokens,
             storage.weights,
             storage.rescore_depth,

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use lemur::{Hit, Precision, SearchParams};
 use serde_json::json;
 
-use crate::commands::{Output, open_with_queries, with_precision};
+use crate::commands::{Output, load_queries, open_segmented, open_with_queries, with_precision};
 
 /// Fraction of the exact top `k` that the hits found.
 pub(crate) fn recall(hits: &[Vec<Hit>], exact: &[Vec<Hit>], k: usize) -> f64 {
@@ -108,11 +108,19 @@ pub(crate) fn eval(
     qrels: Option<&Path>,
     out: &Output,
 ) -> Result<()> {
-    let (index, queries_set) = open_with_queries(dir, queries, counts, out.quiet)?;
-    let index = with_precision(index, precision, out.quiet);
     let qrels = qrels.map(read_qrels).transpose()?;
-    let hits = index.search_batch(&queries_set, params)?;
-    let exact = index.exhaustive_search(&queries_set, params.k);
+    let (hits, exact) = if precision == Precision::F32 {
+        // Every layout, segmented or not; hits carry document ids.
+        let index = open_segmented(dir, out.quiet)?;
+        let queries_set = load_queries(queries, counts, index.dim(), out.quiet)?;
+        let hits = index.search_batch(&queries_set, params)?;
+        (hits, index.exhaustive_search(&queries_set, params.k)?)
+    } else {
+        let (index, queries_set) = open_with_queries(dir, queries, counts, out.quiet)?;
+        let index = with_precision(index, precision, out.quiet);
+        let hits = index.search_batch(&queries_set, params)?;
+        (hits, index.exhaustive_search(&queries_set, params.k))
+    };
     let recall_exact = recall(&hits, &exact, params.k);
     let judged = qrels.as_ref().map(|q| qrels_metrics(&hits, q, params.k));
     if out.json {

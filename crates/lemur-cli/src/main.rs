@@ -65,7 +65,23 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Add documents to an index built in Rust (no retraining).
+    /// Delete documents by id (recorded as tombstones; `compact` frees them).
+    Delete {
+        /// The index directory.
+        index: PathBuf,
+        /// Ids to delete, comma-separated.
+        #[arg(long, value_delimiter = ',', required_unless_present = "ids_file")]
+        ids: Vec<u32>,
+        /// A text file of ids to delete, separated by white space.
+        #[arg(long)]
+        ids_file: Option<PathBuf>,
+    },
+    /// Merge every segment's live documents into one segment, dropping deleted ones.
+    Compact {
+        /// The index directory.
+        index: PathBuf,
+    },
+    /// Add documents to an index built in Rust as a new segment (no retraining).
     Add {
         /// The index directory.
         index: PathBuf,
@@ -76,7 +92,7 @@ enum Command {
         #[arg(long)]
         counts: PathBuf,
     },
-    /// Search: one line per hit, `query_index<TAB>doc_index<TAB>score`, best first.
+    /// Search: one line per hit, `query_index<TAB>doc_id<TAB>score`, best first.
     Search {
         /// The index directory.
         index: PathBuf,

@@ -4,7 +4,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{fails, ok};
+use common::{fails, ok, ok_json};
 use lemur::io::save_multivectors;
 use lemur::synthetic::{self, CorpusSpec};
 
@@ -81,7 +81,7 @@ fn build(files: &Files) -> String {
 fn build_info_search_eval_add() {
     let files = Files::new("flow");
     let index = build(&files);
-    let info: serde_json::Value = serde_json::from_str(&ok(&["--json", "info", &index])).unwrap();
+    let info: serde_json::Value = ok_json(&["--json", "info", &index]);
     assert_eq!(info["documents"], 80);
     assert_eq!(info["feature_dim"], 32);
     assert_eq!(info["can_add_documents"], true);
@@ -152,19 +152,22 @@ fn build_info_search_eval_add() {
     ]);
     assert!(eval.contains("recall@10 vs exact MaxSim"), "{eval}");
     assert!(eval.contains("nDCG@10 (qrels, 2 judged queries)"), "{eval}");
-    let json: serde_json::Value = serde_json::from_str(&ok(&[
-        "--json",
-        "eval",
-        &index,
-        "--queries",
-        &files.path("q.npy"),
-        "--query-counts",
-        &files.path("qc.npy"),
-    ]))
-    .unwrap();
-    assert!(json["recall_vs_exact"].as_f64().unwrap() > 0.5);
+    let (queries, query_counts) = (files.path("q.npy"), files.path("qc.npy"));
+    let eval_recall = || {
+        let json = ok_json(&[
+            "--json",
+            "eval",
+            &index,
+            "--queries",
+            &queries,
+            "--query-counts",
+            &query_counts,
+        ]);
+        json["recall_vs_exact"].as_f64().unwrap()
+    };
+    assert!(eval_recall() > 0.5);
 
-    let added: serde_json::Value = serde_json::from_str(&ok(&[
+    let added: serde_json::Value = ok_json(&[
         "--json",
         "add",
         &index,
@@ -172,12 +175,46 @@ fn build_info_search_eval_add() {
         &files.path("new.npy"),
         "--counts",
         &files.path("newc.npy"),
-    ]))
-    .unwrap();
+    ]);
     assert_eq!(added["first_id"], 80);
     assert_eq!(added["documents"], 83);
-    let info: serde_json::Value = serde_json::from_str(&ok(&["--json", "info", &index])).unwrap();
+    let info: serde_json::Value = ok_json(&["--json", "info", &index]);
     assert_eq!(info["documents"], 83);
+    assert_eq!(info["segments"].as_array().unwrap().len(), 2);
+
+    // Deleting documents of both segments: they are never hits again.
+    let deleted: serde_json::Value = ok_json(&["--json", "delete", &index, "--ids", "0,81"]);
+    assert_eq!(deleted["deleted"], 2);
+    assert_eq!(deleted["documents"], 81);
+    let ids_file = files.path("ids.txt");
+    std::fs::write(&ids_file, "5\n6 7\n").unwrap();
+    ok(&["--quiet", "delete", &index, "--ids-file", &ids_file]);
+    let mut wide = search.to_vec();
+    wide[12] = "20";
+    let after = ok(&wide);
+    let hit_ids: Vec<u32> = after
+        .lines()
+        .map(|l| l.split('\t').nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert!(hit_ids.iter().all(|id| ![0, 81, 5, 6, 7].contains(id)));
+    assert!(
+        fails(&["delete", &index, "--ids", "81"]).contains("document id 81 is not in the index")
+    );
+    let refused = common::lemur(&["delete", &index, "--ids", "x"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("invalid"));
+    // Compaction merges the two segments; ids and hits stay.
+    let compacted: serde_json::Value = ok_json(&["--json", "compact", &index]);
+    assert_eq!(compacted["merged"], true);
+    assert_eq!(compacted["deleted_dropped"], 5);
+    assert_eq!(ok(&wide), after);
+    let info: serde_json::Value = ok_json(&["--json", "info", &index]);
+    assert_eq!(info["documents"], 78);
+    assert_eq!(info["segments"].as_array().unwrap().len(), 1);
+    assert_eq!(info["next_id"], 83);
+    assert!(ok(&["compact", &index]).contains("nothing to compact"));
+    // Evaluation works on the compacted directory, whose ids have gaps.
+    assert!(eval_recall() > 0.5);
 }
 
 #[test]

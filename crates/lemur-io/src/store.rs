@@ -286,6 +286,28 @@ impl StoreWriter {
         self.write(name, "i8", shape, &bytes)
     }
 
+    /// Carries array `name` of `store` (an earlier generation of the same
+    /// directory) into this generation unchanged, as a hard link where the
+    /// file system allows one and as a synced copy otherwise: a commit that
+    /// changes a few arrays of a large index never rewrites the others.
+    /// The committed files of a generation are never written again, so
+    /// both generations may share them.
+    pub fn carry(&mut self, store: &Store, name: &str) -> Result<(), LoadError> {
+        let entry = store.entry(name)?.clone();
+        let from = store.dir().join(&entry.file);
+        let to = self.root.join(&self.generation).join(&entry.file);
+        let link_or_copy = || -> std::io::Result<()> {
+            if fs::hard_link(&from, &to).is_err() {
+                fs::copy(&from, &to)?;
+                File::open(&to)?.sync_all()?;
+            }
+            Ok(())
+        };
+        link_or_copy().map_err(|e| store_error(&to, LoadErrorKind::Io(e)))?;
+        self.arrays.insert(name.to_owned(), entry);
+        Ok(())
+    }
+
     /// Starts an f32 array of rows shaped `row_shape`, written a block of
     /// rows at a time ([`ArrayStream::append_f32`]) for arrays too large to
     /// hold in memory, and recorded by [`StoreWriter::finish`]. Several

@@ -84,6 +84,35 @@ pub enum IndexError {
         /// The corpus token width.
         corpus_dim: usize,
     },
+    /// The directory holds deletions or several segments, which a plain
+    /// [`crate::Index`] cannot represent.
+    #[error(
+        "{path}: the index has {segments} segment(s) or deleted documents; open it as a SegmentedIndex"
+    )]
+    Segmented {
+        /// The index directory.
+        path: std::path::PathBuf,
+        /// Its segments.
+        segments: usize,
+    },
+    /// A document id that the index does not hold (never added, or
+    /// deleted already).
+    #[error("document id {id} is not in the index (never added, or deleted)")]
+    UnknownDocument {
+        /// The id.
+        id: u32,
+    },
+    /// The change would leave the index without a document.
+    #[error("the change would delete every document of the index")]
+    NoDocumentsLeft,
+    /// Adding the documents would run out of document ids.
+    #[error("document ids are exhausted: {next_id} + {added} does not fit in 32 bits")]
+    IdsExhausted {
+        /// The next free id.
+        next_id: u32,
+        /// Documents being added.
+        added: usize,
+    },
 }
 
 /// A search request was invalid.

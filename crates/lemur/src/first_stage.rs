@@ -156,15 +156,27 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         stage: &GraphStage,
         batch: &[f32],
         n_candidates: usize,
-    ) -> Vec<Vec<u32>> {
+    ) -> Vec<Vec<ScoredId>> {
         let h = self.feature_dim();
+        // Deleted documents stay in the graph until a compaction; the graph
+        // lists that many more, in proportion, and they are dropped.
+        let n_deleted = self.deleted.as_ref().map_or(0, |deleted| deleted.len());
+        let live = (self.len() - n_deleted).max(1);
         let listed = stage
             .refine_factor
             .saturating_mul(n_candidates)
+            .saturating_mul(self.len())
+            .div_ceil(live)
             .min(self.len());
         let lists: Vec<Vec<u32>> = batch
             .par_chunks_exact(h)
-            .map(|features| stage.graph.search(features, listed, listed))
+            .map(|features| {
+                let mut list = stage.graph.search(features, listed, listed);
+                if let Some(deleted) = &self.deleted {
+                    list.retain(|&doc| !deleted.contains(doc));
+                }
+                list
+            })
             .collect();
         let rows = match self
             .compressed
@@ -175,8 +187,5 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             None => Rows::F32(self.weights.values()),
         };
         rescore(&lists, batch, rows, h, self.len(), n_candidates)
-            .into_iter()
-            .map(|hits: Vec<ScoredId>| hits.into_iter().map(|hit| hit.id).collect())
-            .collect()
     }
 }

@@ -13,6 +13,7 @@ use crate::error::{IndexError, SearchError};
 use crate::first_stage::GraphStage;
 use crate::fit::WeightSolver;
 use crate::precision::ReducedCopies;
+use crate::segments::Deleted;
 use crate::storage::Compressed;
 use crate::weights::DocWeights;
 
@@ -36,6 +37,21 @@ impl Default for SearchParams {
     }
 }
 
+impl SearchParams {
+    /// `(k, k')` for a search over `n_docs` documents: `k'` clamped to
+    /// them and `k` to `k'`; fewer candidates than results is an error.
+    pub(crate) fn resolve(self, n_docs: usize) -> Result<(usize, usize), SearchError> {
+        if self.n_candidates < self.k {
+            return Err(SearchError::CandidatesBelowK {
+                k: self.k,
+                n_candidates: self.n_candidates,
+            });
+        }
+        let n_candidates = self.n_candidates.min(n_docs);
+        Ok((self.k.min(n_candidates), n_candidates))
+    }
+}
+
 /// One search result: a document (its position in the corpus) and its
 /// exact MaxSim score.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -54,7 +70,7 @@ pub struct Hit {
 /// at least one token.
 #[derive(Debug, Clone)]
 pub struct Index<T = Vec<f32>> {
-    pub(crate) feature_map: FeatureMap,
+    pub(crate) feature_map: Arc<FeatureMap>,
     pub(crate) weights: DocWeights,
     pub(crate) corpus: MultiVectors<T>,
     pub(crate) target_norm: Option<TargetNorm>,
@@ -73,6 +89,10 @@ pub struct Index<T = Vec<f32>> {
     /// The compressed forms of `W` and the tokens searches run on, for
     /// large indexes ([`Index::compress`]); `None` searches in f32.
     pub(crate) compressed: Option<Arc<Compressed>>,
+    /// The positions a segmented index has deleted
+    /// ([`crate::SegmentedIndex`]): never candidates. `None` in a plain
+    /// index.
+    pub(crate) deleted: Option<Arc<Deleted>>,
 }
 
 /// The weight solver of an index built in Rust.
@@ -92,6 +112,16 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
     /// Assembles an index from validated parts.
     pub fn new(
         feature_map: FeatureMap,
+        weights: DocWeights,
+        corpus: MultiVectors<T>,
+    ) -> Result<Self, IndexError> {
+        Self::with_shared_map(Arc::new(feature_map), weights, corpus)
+    }
+
+    /// [`Index::new`] around a feature map other indexes share (the
+    /// segments of one index directory).
+    pub(crate) fn with_shared_map(
+        feature_map: Arc<FeatureMap>,
         weights: DocWeights,
         corpus: MultiVectors<T>,
     ) -> Result<Self, IndexError> {
@@ -124,6 +154,7 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             reduced: None,
             first_stage: None,
             compressed: None,
+            deleted: None,
         })
     }
 

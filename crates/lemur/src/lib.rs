@@ -18,7 +18,11 @@
 //! from in-memory parts ([`Index::new`]), from the original LEMUR's
 //! LEMUR-NumPy export ([`Index::from_files`]), or entirely in Rust with
 //! [`IndexBuilder`] (training targets, the feature map, least-squares `W`;
-//! documents can be added later with [`Index::add_documents`]). Threads: every stage runs on the current rayon pool,
+//! documents can be added later with [`Index::add_documents`]). An index
+//! directory grows and shrinks in place through [`SegmentedIndex`]:
+//! added documents become segments, deletions tombstones, and a
+//! compaction merges them, each change one atomic commit, and hits carry
+//! stable document ids. Threads: every stage runs on the current rayon pool,
 //! so `pool.install(|| index.search(..))` picks the thread count.
 //!
 //! The building blocks are separate crates, re-exported here:
@@ -63,6 +67,7 @@ mod persist;
 mod precision;
 mod rerank;
 mod search;
+mod segments;
 mod shortlist;
 mod storage;
 pub mod synthetic;
@@ -81,6 +86,7 @@ pub use lemur_maxsim::{AlignedVec, Isa, Level, MultiVectors, Pages};
 pub use lemur_mlp::{Activation, FeatureMap};
 pub use persist::{MappedIndex, current_generation};
 pub use precision::{Precision, TokenPrecision, WeightPrecision};
+pub use segments::{SegmentInfo, SegmentedIndex};
 pub use storage::{StorageConfig, TokenCodec, WeightCodec};
 #[cfg(feature = "text")]
 pub use text_index::{TextIndex, TextIndexConfig, TextIndexError, TextIndexStats};

@@ -68,14 +68,7 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         params: SearchParams,
     ) -> Result<Vec<Vec<Hit>>, SearchError> {
         self.check_queries(queries)?;
-        if params.n_candidates < params.k {
-            return Err(SearchError::CandidatesBelowK {
-                k: params.k,
-                n_candidates: params.n_candidates,
-            });
-        }
-        let n_candidates = params.n_candidates.min(self.len());
-        let k = params.k.min(n_candidates);
+        let (k, n_candidates) = params.resolve(self.len())?;
         if k == 0 {
             return Ok(vec![Vec::new(); queries.len()]);
         }
@@ -131,6 +124,38 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
     /// If `features` is not `[n_queries, h]`.
     #[track_caller]
     pub fn candidates(&self, features: &[f32], n_candidates: usize) -> Vec<Vec<u32>> {
+        self.scored_candidates(features, n_candidates)
+            .iter()
+            .map(|hits| ids(hits))
+            .collect()
+    }
+
+    /// [`Index::candidates`] with their approximate scores (comparable
+    /// across the segments of one index, which share the feature map).
+    /// Deleted positions are never candidates.
+    #[track_caller]
+    pub(crate) fn scored_candidates(
+        &self,
+        features: &[f32],
+        n_candidates: usize,
+    ) -> Vec<Vec<lemur_topk::Hit>> {
+        let mut lists = self.unfiltered_candidates(features, n_candidates);
+        // The scan masks deleted positions and the graph drops them, but
+        // with fewer live documents than `n_candidates` a masked score can
+        // still fill a slot.
+        if let Some(deleted) = &self.deleted {
+            for list in &mut lists {
+                list.retain(|hit| !deleted.contains(hit.id));
+            }
+        }
+        lists
+    }
+
+    fn unfiltered_candidates(
+        &self,
+        features: &[f32],
+        n_candidates: usize,
+    ) -> Vec<Vec<lemur_topk::Hit>> {
         let (h, m) = (self.feature_dim(), self.len());
         assert_eq!(features.len() % h, 0, "features is not [n_queries, h]");
         let n_candidates = n_candidates.min(m);
@@ -204,7 +229,7 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             match margins {
                 None => {
                     let tops = self.score_blocks(batch, &prepared, || TopK::new(n_candidates));
-                    all.extend(tops.into_iter().map(|top| ids(&top.into_sorted_vec())));
+                    all.extend(tops.into_iter().map(TopK::into_sorted_vec));
                 }
                 Some(margins) => {
                     all.extend(self.filtered_candidates(batch, &prepared, &margins, n_candidates));
@@ -224,7 +249,7 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         prepared: &Prepared<'_>,
         margins: &[Margins<'_>],
         n_candidates: usize,
-    ) -> Vec<Vec<u32>> {
+    ) -> Vec<Vec<lemur_topk::Hit>> {
         let (h, m) = (self.feature_dim(), self.len());
         let shortlists = self.score_blocks_each(batch, prepared, |q| {
             Shortlist::new(n_candidates, margins[q])
@@ -253,14 +278,14 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             .map(|(survivors, hits)| survivors.others_above(hits, n_candidates))
             .collect();
         let other_hits = rescore(&others, batch, Rows::F32(weights), h, m, n_candidates);
-        let mut batch_candidates: Vec<Vec<u32>> = leader_hits
+        let mut batch_candidates: Vec<Vec<lemur_topk::Hit>> = leader_hits
             .into_iter()
             .zip(other_hits)
             .map(|(mut hits, others)| {
                 hits.extend(others);
                 hits.sort_by(rank_order);
                 hits.truncate(n_candidates);
-                ids(&hits)
+                hits
             })
             .collect();
         let unsettled_features: Vec<f32> = unsettled
@@ -272,7 +297,7 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             TopK::new(n_candidates)
         });
         for (q, top) in unsettled.into_iter().zip(in_full) {
-            batch_candidates[q] = ids(&top.into_sorted_vec());
+            batch_candidates[q] = top.into_sorted_vec();
         }
         batch_candidates
     }
@@ -340,6 +365,9 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
                                 self.isa, queries, rows, first, n_docs, &mut tile,
                             );
                         }
+                    }
+                    if let Some(deleted) = &self.deleted {
+                        deleted.mask(first, n_docs, &mut tile);
                     }
                     for (collector, scores) in collectors.iter_mut().zip(tile.chunks_exact(n_docs))
                     {

@@ -1,8 +1,12 @@
 //! Index directories: round trips, crash safety, corruption.
 
+mod common_crash;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+
+use common_crash::partial_copy;
 
 use lemur::io::LoadErrorKind;
 use lemur::synthetic::{self, CorpusSpec, SyntheticCorpus};
@@ -149,27 +153,6 @@ fn documents_added_to_a_saved_index_persist() {
         })
         .count();
     assert_eq!(generations, 1);
-}
-
-/// Copies `from`'s files into `to` in manifest-then-arrays order, stopping
-/// after `steps` files and truncating the last one half-way: what a crash
-/// part-way through writing a generation leaves on disk.
-fn partial_copy(from: &Path, to: &Path, steps: usize) {
-    fs::create_dir_all(to).unwrap();
-    let mut files: Vec<PathBuf> = fs::read_dir(from)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    for (i, file) in files.iter().enumerate().take(steps) {
-        let bytes = fs::read(file).unwrap();
-        let keep = if i + 1 == steps {
-            bytes.len() / 2
-        } else {
-            bytes.len()
-        };
-        fs::write(to.join(file.file_name().unwrap()), &bytes[..keep]).unwrap();
-    }
 }
 
 #[test]

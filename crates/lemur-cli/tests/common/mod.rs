@@ -32,3 +32,8 @@ pub fn fails(args: &[&str]) -> String {
     assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
     stderr
 }
+
+/// Runs a `--json` command that must succeed; returns what it printed.
+pub fn ok_json(args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&ok(args)).expect("the command prints JSON")
+}

@@ -14,17 +14,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lemur_ann::ProjectedGraph;
 use lemur_io::StoreWriter;
 
 use super::builder::{BuildError, BuildReport, IndexBuilder, Stage, checked_learn_tokens};
 use super::source::DocumentSource;
 use crate::IndexError;
-use crate::first_stage::GraphStage;
 use crate::fit::WeightSolver;
 use crate::index::{Index, SolverState};
 use crate::persist::{MappedIndex, ModelParts};
-use crate::storage::{Compressed, TokenCodec, WeightCodec};
+use crate::segments::sink::SegmentSink;
+use crate::storage::{TokenCodec, WeightCodec};
 use crate::synthetic::Rng;
 use crate::weights::DocWeights;
 
@@ -81,18 +80,18 @@ impl IndexBuilder<'_> {
 
         let h = trained.feature_map.output_dim();
         let mut writer = StoreWriter::new(dir.as_ref()).map_err(IndexError::from)?;
-        let mut weight_file = writer.stream_f32("W", &[h]).map_err(IndexError::from)?;
-        let mut token_file = writer
-            .stream_f32("tokens", &[dim])
-            .map_err(IndexError::from)?;
-        let mut offsets = vec![0u64];
         let compress = n_docs >= c.storage.compress_min_docs
             && (c.storage.tokens != TokenCodec::F32 || c.storage.weights != WeightCodec::F32);
         let with_graph = n_docs >= c.first_stage.graph_min_docs;
-        let mut compressed: Option<Compressed> = None;
-        let mut graph: Option<ProjectedGraph> = None;
-        let (mut fit_time, mut first_stage_time, mut compress_time) =
-            (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+        let mut sink = SegmentSink::new(
+            &mut writer,
+            "",
+            dim,
+            h,
+            compress.then_some(c.storage),
+            with_graph.then_some(c.first_stage),
+        )?;
+        let mut fit_time = Duration::ZERO;
         let block_docs = c.block_docs;
         self.report(Stage::FitWeights, 0, n_docs);
         for first in (0..n_docs).step_by(block_docs) {
@@ -119,68 +118,26 @@ impl IndexBuilder<'_> {
             let started = Instant::now();
             let rows = DocWeights::new(solver.fit(&block), block.len(), h)?;
             fit_time += started.elapsed();
-            weight_file
-                .append_f32(rows.values())
-                .map_err(IndexError::from)?;
-            token_file
-                .append_f32(block.tokens())
-                .map_err(IndexError::from)?;
-            let base = *offsets.last().expect("starts with 0");
-            offsets.extend(block.offsets()[1..].iter().map(|&o| base + o as u64));
-
-            let started = Instant::now();
-            if compress {
-                match &mut compressed {
-                    None => {
-                        compressed = Some(Compressed::new(&c.storage, rows.values(), h, &block))
-                    }
-                    Some(all) => all.append(rows.values(), h, &block),
-                }
-            }
-            compress_time += started.elapsed();
-            let started = Instant::now();
-            if with_graph {
-                match &mut graph {
-                    None => {
-                        graph = Some(
-                            ProjectedGraph::build(rows.values(), h, c.first_stage.projected())
-                                .map_err(IndexError::from)?,
-                        )
-                    }
-                    Some(graph) => {
-                        graph.add(rows.values()).map_err(IndexError::from)?;
-                    }
-                }
-            }
-            first_stage_time += started.elapsed();
+            sink.push(rows.values(), &block)?;
             self.report(Stage::FitWeights, first + block.len(), n_docs);
         }
-        writer.finish(weight_file).map_err(IndexError::from)?;
-        writer.finish(token_file).map_err(IndexError::from)?;
-        writer
-            .u64("offsets", &[offsets.len()], &offsets)
-            .map_err(IndexError::from)?;
-        let n_tokens = usize::try_from(*offsets.last().expect("starts with 0")).map_err(|_| {
-            BuildError::Config("the corpus has more tokens than fit in memory".into())
-        })?;
+        let written = sink.finish(&mut writer, "")?;
         let solver = SolverState::Ready(Arc::new(solver));
-        let first_stage = graph.map(|graph| GraphStage {
-            graph,
-            refine_factor: c.first_stage.refine_factor,
-        });
         ModelParts {
             feature_map: &trained.feature_map,
             dim,
             n_docs,
-            n_tokens,
+            n_tokens: written.n_tokens,
             target_norm: Some(trained.norm),
             solver: Some(&solver),
             build_config: Some(c),
-            first_stage: first_stage.as_ref(),
-            compressed: compressed.as_ref(),
+            first_stage: written.first_stage.as_ref(),
+            compressed: written.compressed.as_ref(),
+            segments: None,
         }
         .commit(writer, None)?;
-        drop((first_stage, compressed));
+        let (first_stage_time, compress_time) = (written.first_stage_time, written.compress_time);
+        drop(written);
         let index = Index::open(dir)?;
         let report = BuildReport {
             solver_time,
