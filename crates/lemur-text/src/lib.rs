@@ -13,8 +13,15 @@
 //! - [`TextEncoder::encode_tokens`]: a ragged [`MultiVectors`] of
 //!   L2-normalised token vectors, `[CLS]` and `[SEP]` included.
 //!
+//! - [`TextEncoder::encode_queries`] / [`TextEncoder::encode_documents`]:
+//!   a ColBERT model's token vectors exactly as PyLate computes them, for a
+//!   PyLate model directory (Dense head, prefixes, query expansion,
+//!   skiplist) or a Stanford ColBERT checkpoint ([`ColbertSettings`]).
+//!
 //! Texts longer than the model's window are split into overlapping
-//! windows, so cost is linear in length and a 32k-token text works.
+//! windows, so cost is linear in length and a 32k-token text works (a
+//! ColBERT model's documents are cut at `document_length`, as PyLate
+//! cuts them).
 //!
 //! This crate is kept out of the search engine's dependency graph: the
 //! `lemur` facade exposes it only behind its `text` feature.
@@ -42,7 +49,9 @@
 //! # Ok::<(), lemur_text::TextError>(())
 //! ```
 
+mod colbert;
 mod config;
+mod dense;
 mod embeddings;
 mod encoder;
 mod error;
@@ -51,6 +60,7 @@ mod tokenize;
 mod weights;
 mod windows;
 
+pub use colbert::ColbertSettings;
 pub use config::{BertConfig, HiddenAct};
 pub use embeddings::Embeddings;
 pub use encoder::{EncodeOptions, Marker, TextEncoder, TokenOptions};

@@ -39,13 +39,17 @@ impl BertModel {
     }
 
     /// Last hidden states `[sum of lengths, hidden]` of `sequences`, rows in
-    /// sequence order. Every id must be below `vocab_size` and every
+    /// sequence order, where each sequence's tokens attend only to its
+    /// first `keys` tokens (a key-padding mask: ColBERT's query expansion
+    /// tokens are computed but not attended to; `keys` equal to the length
+    /// attends to all). Every id must be below `vocab_size` and every
     /// sequence at most `max_position_embeddings` long (the encoder
     /// guarantees both).
-    pub(crate) fn forward(&self, sequences: &[&[u32]]) -> Vec<f32> {
+    pub(crate) fn forward_with_keys(&self, sequences: &[(&[u32], usize)]) -> Vec<f32> {
         let h = self.config.hidden_size;
-        let n_tokens: usize = sequences.iter().map(|s| s.len()).sum();
-        let mut states = self.embed(sequences, n_tokens);
+        let n_tokens: usize = sequences.iter().map(|(s, _)| s.len()).sum();
+        let ids: Vec<&[u32]> = sequences.iter().map(|(s, _)| *s).collect();
+        let mut states = self.embed(&ids, n_tokens);
         let mut scratch = Scratch {
             qkv: vec![0.0; n_tokens * 3 * h],
             context: vec![0.0; n_tokens * h],
@@ -56,8 +60,8 @@ impl BertModel {
         for layer in &self.weights.layers {
             linear(&mut scratch.qkv, &states, &layer.qkv, n_tokens);
             let mut offset = 0;
-            for sequence in sequences {
-                self.attention(&mut scratch, offset, sequence.len());
+            for (sequence, keys) in sequences {
+                self.attention(&mut scratch, offset, sequence.len(), *keys);
                 offset += sequence.len();
             }
             linear(
@@ -115,13 +119,13 @@ impl BertModel {
     }
 
     /// Multi-head self-attention of the sequence at rows
-    /// `offset..offset + len` of `scratch.qkv`, written to the same rows of
-    /// `scratch.context`.
-    fn attention(&self, scratch: &mut Scratch, offset: usize, len: usize) {
+    /// `offset..offset + len` of `scratch.qkv` over its first `keys` rows
+    /// as keys and values, written to the same rows of `scratch.context`.
+    fn attention(&self, scratch: &mut Scratch, offset: usize, len: usize, keys: usize) {
         let h = self.config.hidden_size;
         let head_dim = self.config.head_dim();
         let scale = 1.0 / (head_dim as f32).sqrt();
-        scratch.scores.resize(len * len, 0.0);
+        scratch.scores.resize(len * keys, 0.0);
         let qkv =
             MatRef::from_row_major_slice(&scratch.qkv[offset * 3 * h..][..len * 3 * h], len, 3 * h);
         let mut context =
@@ -129,9 +133,9 @@ impl BertModel {
         for head in 0..self.config.num_heads {
             let start = head * head_dim;
             let query = qkv.subcols(start, head_dim);
-            let key = qkv.subcols(h + start, head_dim);
-            let value = qkv.subcols(2 * h + start, head_dim);
-            let scores = MatMut::from_row_major_slice_mut(&mut scratch.scores, len, len);
+            let key = qkv.subrows(0, keys).subcols(h + start, head_dim);
+            let value = qkv.subrows(0, keys).subcols(2 * h + start, head_dim);
+            let scores = MatMut::from_row_major_slice_mut(&mut scratch.scores, len, keys);
             matmul(
                 scores,
                 Accum::Replace,
@@ -143,12 +147,12 @@ impl BertModel {
             dispatch(
                 #[inline(always)]
                 || {
-                    for row in scratch.scores.chunks_exact_mut(len) {
+                    for row in scratch.scores.chunks_exact_mut(keys) {
                         softmax(row);
                     }
                 },
             );
-            let probabilities = MatRef::from_row_major_slice(&scratch.scores, len, len);
+            let probabilities = MatRef::from_row_major_slice(&scratch.scores, len, keys);
             matmul(
                 context.as_mut().subcols_mut(start, head_dim),
                 Accum::Replace,

@@ -68,6 +68,13 @@ impl TextTokenizer {
         Ok(TextTokenizer { inner, special })
     }
 
+    /// The id of `token` (a vocabulary entry or an added token, matched
+    /// whole, e.g. PyLate's `"[Q] "` with its space), if the tokenizer has
+    /// it.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
     /// The special token ids.
     pub fn special_tokens(&self) -> SpecialTokens {
         self.special

@@ -50,13 +50,13 @@ pub(crate) struct BertWeights {
 
 /// Reads tensors by name, accepting the `bert.` prefix that checkpoints
 /// saved from `BertFor*` heads carry.
-struct TensorSource<'a> {
-    tensors: SafeTensors<'a>,
-    prefix: &'static str,
+pub(crate) struct TensorSource<'a> {
+    pub(crate) tensors: SafeTensors<'a>,
+    pub(crate) prefix: &'static str,
 }
 
 impl TensorSource<'_> {
-    fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, TextError> {
+    pub(crate) fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, TextError> {
         let full = format!("{}{name}", self.prefix);
         let view = self
             .tensors
@@ -88,11 +88,28 @@ impl TensorSource<'_> {
         })
     }
 
+    /// A LayerNorm's gain and bias, named `weight`/`bias` or, as older
+    /// checkpoints and transformers 5's saves of them spell them,
+    /// `gamma`/`beta`.
     fn norm(&self, name: &str, dim: usize) -> Result<Norm, TextError> {
+        let either = |modern: &str, legacy: &str| {
+            let modern = format!("{name}.{modern}");
+            if self.has(&modern) {
+                self.get(&modern, &[dim])
+            } else {
+                self.get(&format!("{name}.{legacy}"), &[dim])
+            }
+        };
         Ok(Norm {
-            gain: self.get(&format!("{name}.weight"), &[dim])?,
-            bias: self.get(&format!("{name}.bias"), &[dim])?,
+            gain: either("weight", "gamma")?,
+            bias: either("bias", "beta")?,
         })
+    }
+
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.tensors
+            .tensor(&format!("{}{name}", self.prefix))
+            .is_ok()
     }
 }
 

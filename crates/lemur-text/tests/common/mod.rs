@@ -15,6 +15,16 @@ pub fn model_dir() -> PathBuf {
     }
 }
 
+/// `LEMUR_PYLATE_MODEL`, else the PyLate reference model `cargo xtask
+/// fetch-models` assembles.
+pub fn pylate_dir() -> &'static std::path::Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| match std::env::var_os("LEMUR_PYLATE_MODEL") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/pylate-minilm"),
+    })
+}
+
 /// The encoder, loaded once per test binary. A missing model is a failure,
 /// not a skip: CI fetches it before the tests run.
 pub fn encoder() -> &'static TextEncoder {

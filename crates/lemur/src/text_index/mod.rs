@@ -77,12 +77,6 @@ pub enum TextIndexError {
     /// A document id is the empty string.
     #[error("document ids must not be empty")]
     EmptyId,
-    /// A document has no text (empty or only whitespace).
-    #[error("document {doc_id:?} has no text")]
-    EmptyDocument {
-        /// The document's id.
-        doc_id: String,
-    },
     /// A query has no text (empty or only whitespace).
     #[error("query {index} has no text")]
     EmptyQuery {
@@ -237,7 +231,7 @@ impl TextIndex {
             tokens,
             removed: self.n_removed,
             built_documents: self.built_docs,
-            dim: self.encoder.hidden_size(),
+            dim: self.encoder.token_dim(),
         }
     }
 
@@ -266,19 +260,16 @@ impl TextIndex {
         progress: Option<&(dyn Fn(usize, usize) + Sync)>,
         build_progress: Option<&(dyn Fn(Stage, usize, usize) + Sync)>,
     ) -> Result<(), TextIndexError> {
-        for (doc_id, text) in docs {
+        // A document without text is indexed as the encoder encodes it, as
+        // PyLate and sentence-transformers do: its special tokens only.
+        for (doc_id, _) in docs {
             check_id(doc_id.as_ref())?;
-            if text.as_ref().trim().is_empty() {
-                return Err(TextIndexError::EmptyDocument {
-                    doc_id: doc_id.as_ref().to_owned(),
-                });
-            }
         }
         let options = self.document_options();
         let mut vectors: Option<MultiVectors> = None;
         for (done, chunk) in docs.chunks(self.config.batch_size).enumerate() {
             let texts: Vec<&str> = chunk.iter().map(|(_, t)| t.as_ref()).collect();
-            let encoded = self.encoder.encode_tokens(&texts, &options)?;
+            let encoded = self.encode_documents(&texts, &options)?;
             match &mut vectors {
                 None => vectors = Some(encoded),
                 Some(all) => all
@@ -299,8 +290,24 @@ impl TextIndex {
         self.insert(&ids, vectors, build_progress)
     }
 
-    /// How documents are encoded: [`TextEncoder::encode_tokens`] with these
-    /// options gives the vectors [`TextIndex::index_encoded`] expects.
+    /// Documents' token vectors: a ColBERT model's as PyLate encodes
+    /// documents ([`TextEncoder::encode_documents`]), any other model's
+    /// with [`TextIndex::document_options`].
+    fn encode_documents(
+        &self,
+        texts: &[&str],
+        options: &TokenOptions,
+    ) -> Result<MultiVectors, TextError> {
+        match self.encoder.colbert() {
+            Some(_) => self.encoder.encode_documents(texts),
+            None => self.encoder.encode_tokens(texts, options),
+        }
+    }
+
+    /// How documents are encoded by a model that is not a ColBERT model:
+    /// [`TextEncoder::encode_tokens`] with these options gives the vectors
+    /// [`TextIndex::index_encoded`] expects (a ColBERT model's are
+    /// [`TextEncoder::encode_documents`]'s).
     pub fn document_options(&self) -> TokenOptions {
         TokenOptions {
             window: self.config.document_window,
@@ -325,11 +332,11 @@ impl TextIndex {
                 doc_ids.len()
             )));
         }
-        if token_vectors.dim() != self.encoder.hidden_size() {
+        if token_vectors.dim() != self.encoder.token_dim() {
             return Err(TextIndexError::Vectors(format!(
                 "vectors are {} wide, the encoder's {}",
                 token_vectors.dim(),
-                self.encoder.hidden_size()
+                self.encoder.token_dim()
             )));
         }
         let ids: Vec<&str> = doc_ids.iter().map(AsRef::as_ref).collect();
@@ -345,14 +352,6 @@ impl TextIndex {
         vectors: MultiVectors,
         build_progress: Option<&(dyn Fn(Stage, usize, usize) + Sync)>,
     ) -> Result<(), TextIndexError> {
-        for (i, id) in ids.iter().enumerate() {
-            // [CLS] and [SEP] only: the text had no token.
-            if vectors.token_count(i) <= 2 {
-                return Err(TextIndexError::EmptyDocument {
-                    doc_id: (*id).to_owned(),
-                });
-            }
-        }
         match &mut self.index {
             Some(index) => {
                 let counts: Vec<usize> = vectors.counts().collect();
@@ -485,9 +484,9 @@ impl TextIndex {
         if queries.is_empty() {
             return Ok(Vec::new());
         }
-        let query_vectors = self
-            .encoder
-            .encode_tokens(queries, &TokenOptions::default())?;
+        // A ColBERT model encodes queries as PyLate does; any other model
+        // as its documents, with the default windows.
+        let query_vectors = self.encoder.encode_queries(queries)?;
         let features = index.query_features(&query_vectors);
         // Removed documents can take candidate slots; ask for that many
         // more so `n_candidates` live ones remain.
