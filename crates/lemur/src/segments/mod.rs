@@ -321,7 +321,7 @@ impl SegmentedIndex {
         query_counts: &[usize],
         params: SearchParams,
     ) -> Result<Vec<Vec<Hit>>, SearchError> {
-        let queries = MultiVectors::new(query_tokens, self.dim(), query_counts)?;
+        let queries = self.base().queries(query_tokens, query_counts)?;
         self.search_batch(&queries, params)
     }
 
@@ -368,34 +368,7 @@ impl SegmentedIndex {
                 per_segment[s][q].push(hit.id);
             }
         }
-        let mut hits: Vec<Vec<Hit>> = vec![Vec::new(); queries.len()];
-        for (segment, lists) in self.segments.iter().zip(&per_segment) {
-            if lists.iter().all(Vec::is_empty) {
-                continue;
-            }
-            for (all, found) in hits.iter_mut().zip(segment.index.rerank(queries, lists, k)) {
-                all.extend(found.into_iter().map(|hit| Hit {
-                    doc: segment.ids.id(hit.doc),
-                    score: hit.score,
-                }));
-            }
-        }
-        for list in &mut hits {
-            list.sort_by(|a, b| {
-                rank_order(
-                    &lemur_topk::Hit {
-                        id: a.doc,
-                        score: a.score,
-                    },
-                    &lemur_topk::Hit {
-                        id: b.doc,
-                        score: b.score,
-                    },
-                )
-            });
-            list.truncate(k);
-        }
-        Ok(hits)
+        Ok(self.rerank_in_segments(queries, &per_segment, k))
     }
 
     /// Exact brute-force search over every live document (the ground
@@ -406,30 +379,56 @@ impl SegmentedIndex {
         k: usize,
     ) -> Result<Vec<Vec<Hit>>, SearchError> {
         self.base().check_queries(queries)?;
-        let mut hits: Vec<Vec<Hit>> = vec![Vec::new(); queries.len()];
-        for segment in &self.segments {
-            let live: Vec<u32> = (0..segment.index.len() as u32)
-                .filter(|&p| !segment.is_deleted(p))
-                .collect();
-            if live.is_empty() {
+        let live: Vec<Vec<u32>> = self
+            .segments
+            .iter()
+            .map(|segment| {
+                (0..segment.index.len() as u32)
+                    .filter(|&p| !segment.is_deleted(p))
+                    .collect()
+            })
+            .collect();
+        let per_segment: Vec<Vec<&[u32]>> = live
+            .iter()
+            .map(|positions| vec![positions.as_slice(); queries.len()])
+            .collect();
+        Ok(self.rerank_in_segments(queries, &per_segment, k))
+    }
+
+    /// Reranks each segment's candidate lists (`per_segment[s][q]`:
+    /// positions in segment `s` for query `q`) in that segment and merges
+    /// every query's hits by exact score into its `k` best, with stable
+    /// ids (ties to the lower id).
+    fn rerank_in_segments<Q: AsRef<[f32]> + Sync, C: AsRef<[u32]> + Sync>(
+        &self,
+        queries: &MultiVectors<Q>,
+        per_segment: &[Vec<C>],
+        k: usize,
+    ) -> Vec<Vec<Hit>> {
+        let mut hits: Vec<Vec<lemur_topk::Hit>> = vec![Vec::new(); queries.len()];
+        for (segment, lists) in self.segments.iter().zip(per_segment) {
+            if lists.iter().all(|list| list.as_ref().is_empty()) {
                 continue;
             }
-            let lists = vec![live.as_slice(); queries.len()];
-            for (all, found) in hits
-                .iter_mut()
-                .zip(segment.index.rerank(queries, &lists, k))
-            {
-                all.extend(found.into_iter().map(|hit| Hit {
-                    doc: segment.ids.id(hit.doc),
+            for (all, found) in hits.iter_mut().zip(segment.index.rerank(queries, lists, k)) {
+                all.extend(found.into_iter().map(|hit| lemur_topk::Hit {
+                    id: segment.ids.id(hit.doc),
                     score: hit.score,
                 }));
             }
         }
-        for list in &mut hits {
-            list.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.doc.cmp(&b.doc)));
-            list.truncate(k);
-        }
-        Ok(hits)
+        hits.into_iter()
+            .map(|mut list| {
+                list.sort_by(rank_order);
+                list.truncate(k);
+                list.into_iter()
+                    .map(|hit| Hit {
+                        doc: hit.id,
+                        score: hit.score,
+                    })
+                    .collect()
+            })
+            .collect()
     }
 }
 

@@ -183,28 +183,25 @@ impl SegmentedIndex {
                 _ => meta.appended[s - 1].ids.n_deleted = set.len(),
             }
         }
-        let mut s = 0;
-        meta.appended.retain(|_| {
-            s += 1;
-            !dropped[s]
-        });
+        meta.appended = std::mem::take(&mut meta.appended)
+            .into_iter()
+            .zip(&dropped[1..])
+            .filter_map(|(segment, &dropped)| (!dropped).then_some(segment))
+            .collect();
         writer.commit(serde_json::to_value(&metadata).expect("metadata serialises"))?;
 
         self.committed()?;
-        let mut s = 0;
-        self.segments.retain(|_| {
-            s += 1;
-            !dropped[s - 1]
-        });
-        let kept = deleted
+        self.segments = std::mem::take(&mut self.segments)
             .into_iter()
-            .zip(dropped)
-            .filter(|(_, dropped)| !dropped);
-        for (segment, (set, _)) in self.segments.iter_mut().zip(kept) {
-            if let Some(set) = set {
-                segment.index.deleted = Some(Arc::new(set));
-            }
-        }
+            .zip(deleted.into_iter().zip(dropped))
+            .filter(|(_, (_, dropped))| !dropped)
+            .map(|(mut segment, (set, _))| {
+                if let Some(set) = set {
+                    segment.index.deleted = Some(Arc::new(set));
+                }
+                segment
+            })
+            .collect();
         self.metadata = metadata;
         Ok(ids.len())
     }
