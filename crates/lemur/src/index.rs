@@ -52,11 +52,11 @@ impl SearchParams {
     }
 }
 
-/// One search result: a document (its position in the corpus) and its
-/// exact MaxSim score.
+/// One search result: a document and its exact MaxSim score.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Hit {
-    /// Document index, 0-based, in corpus order.
+    /// From an [`Index`]: the document's position, 0-based, in corpus
+    /// order. From a [`crate::SegmentedIndex`]: its stable id.
     pub doc: u32,
     /// Exact MaxSim of the query against the document.
     pub score: f32,
