@@ -6,8 +6,9 @@
 //!
 //! `cargo run --release -p lemur-bench --bin scale -- --docs N [--threads T]
 //! [--queries Q] [--epochs E] [--graph-min-docs G] [--compress-min-docs C]
-//! [--tokens f32|int8|int4] [--weights f32|int8] [--rescore-depth R]
-//! [--from DIR] [--dir DIR] [--json OUT]`
+//! [--projection-dim P] [--refine-factor F] [--tokens f32|int8|int4]
+//! [--weights f32|int8] [--rescore-depth R] [--from DIR | --reuse]
+//! [--dir DIR] [--json OUT]`
 //!
 //! The corpus is `CorpusSpec::colbert_scale(N)` (d = 128, 16..=120 tokens,
 //! 68 on average; 32-token queries); every document is generated from
@@ -17,7 +18,12 @@
 //! JSON say what was used). `--from DIR` takes an index built earlier over
 //! the same documents instead of building one: its first stage and storage
 //! are made again with this run's settings, and no build time is
-//! reported.
+//! reported. `--reuse` takes the index already in `--dir` as it is on
+//! disk (memory-mapped, never loaded) and, when `--graph-min-docs` or
+//! `--projection-dim` is given, builds its first stage again with them
+//! (`SegmentedIndex::rebuild_first_stage`, one commit that links every
+//! other file). `--refine-factor` is set on the opened index, so
+//! different factors need no new graph.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -26,7 +32,8 @@ use lemur::maxsim::{Isa, PackedQuery, maxsim_packed};
 use lemur::synthetic::{CorpusSpec, StreamedCorpus};
 use lemur::topk::TopK;
 use lemur::{
-    BuildConfig, Index, IndexBuilder, MultiVectors, SearchParams, Stage, TokenCodec, WeightCodec,
+    BuildConfig, Index, IndexBuilder, MultiVectors, SearchParams, SegmentedIndex, Stage,
+    TokenCodec, WeightCodec,
 };
 use lemur_bench::{drop_from_page_cache, pool, proc_status_bytes};
 use rayon::prelude::*;
@@ -48,7 +55,10 @@ struct Args {
     tokens: Option<TokenCodec>,
     weights: Option<WeightCodec>,
     rescore_depth: Option<usize>,
+    projection_dim: Option<usize>,
+    refine_factor: Option<usize>,
     from: Option<PathBuf>,
+    reuse: bool,
     dir: PathBuf,
     json: Option<PathBuf>,
 }
@@ -64,7 +74,10 @@ fn parse_args() -> Result<Args, String> {
         tokens: None,
         weights: None,
         rescore_depth: None,
+        projection_dim: None,
+        refine_factor: None,
         from: None,
+        reuse: false,
         dir: std::env::temp_dir().join("lemur-bench-scale"),
         json: None,
     };
@@ -95,7 +108,10 @@ fn parse_args() -> Result<Args, String> {
                 })
             }
             "--rescore-depth" => args.rescore_depth = Some(number(value()?)?),
+            "--projection-dim" => args.projection_dim = Some(number(value()?)?),
+            "--refine-factor" => args.refine_factor = Some(number(value()?)?),
             "--from" => args.from = Some(PathBuf::from(value()?)),
+            "--reuse" => args.reuse = true,
             "--dir" => args.dir = PathBuf::from(value()?),
             "--json" => args.json = Some(PathBuf::from(value()?)),
             other => return Err(format!("unknown argument {other:?}")),
@@ -208,7 +224,39 @@ fn main() {
     if let Some(depth) = args.rescore_depth {
         config.storage.rescore_depth = depth;
     }
+    if let Some(projection_dim) = args.projection_dim {
+        config.first_stage.projection_dim = projection_dim;
+    }
     let (build_s, build_peak) = match &args.from {
+        None if args.reuse => {
+            let mut index = SegmentedIndex::open(&args.dir).expect("the --dir index opens");
+            assert_eq!(
+                index.len(),
+                args.docs,
+                "--dir holds another number of documents"
+            );
+            let built = index
+                .base()
+                .build_config()
+                .expect("a built index keeps its configuration");
+            config.epochs = built.epochs;
+            if args.graph_min_docs.is_some() || args.projection_dim.is_some() {
+                eprintln!("building the first stage again");
+                let started = Instant::now();
+                threads.install(|| {
+                    index
+                        .rebuild_first_stage(&config.first_stage)
+                        .expect("the first stage builds")
+                });
+                eprintln!(
+                    "first stage built in {:.0} s",
+                    started.elapsed().as_secs_f64()
+                );
+            } else {
+                config.first_stage = built.first_stage;
+            }
+            (None, None)
+        }
         Some(from) => {
             eprintln!("loading {}", from.display());
             let mut index = Index::load(from).expect("the --from index loads");
@@ -257,7 +305,11 @@ fn main() {
     drop_from_page_cache(&args.dir);
     let rss_before = proc_status_bytes("VmRSS").unwrap_or(0);
     let file_before = proc_status_bytes("RssFile").unwrap_or(0);
-    let index = Index::open(&args.dir).expect("the index opens");
+    let mut index = Index::open(&args.dir).expect("the index opens");
+    if let Some(refine_factor) = args.refine_factor {
+        index.set_refine_factor(refine_factor);
+    }
+    let refine_factor = index.first_stage_refine_factor();
     threads.install(|| {
         index
             .search_batch(&warm_up, SearchParams::default())
@@ -313,10 +365,12 @@ fn main() {
         .sum();
     let candidate_recall = shared as f64 / scanned.iter().map(Vec::len).sum::<usize>() as f64;
 
-    let first_stage = if index.first_stage_graph().is_some() {
-        "graph"
-    } else {
-        "exact scan"
+    let first_stage = match (index.first_stage_graph(), refine_factor) {
+        (Some(graph), Some(refine_factor)) => format!(
+            "graph ({} dims, refine {refine_factor})",
+            graph.graph().dim()
+        ),
+        _ => "exact scan".into(),
     };
     let storage = index.storage();
     let storage_name = format!(
@@ -345,6 +399,8 @@ fn main() {
         "epochs": config.epochs,
         "first_stage": first_stage,
         "graph_min_docs": config.first_stage.graph_min_docs,
+        "projection_dim": index.first_stage_graph().map(|g| g.graph().dim()),
+        "refine_factor": refine_factor,
         "threads": args.threads,
         "queries": args.queries,
     });

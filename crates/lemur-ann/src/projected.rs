@@ -5,10 +5,15 @@ use crate::error::AnnError;
 use crate::graph::{Graph, GraphConfig, GraphParts};
 use crate::projection::Projection;
 
+/// Rows projected and added to the graph at a time (32 MiB of f32
+/// projections at 2048 wide).
+const ADD_BLOCK: usize = 4096;
+
 /// How a [`ProjectedGraph`] is built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProjectedConfig {
-    /// Principal axes kept (`r`); clamped to the row width.
+    /// Principal axes kept (`r`); the row width or more: none, the graph
+    /// holds the rows as they are ([`Projection::identity`]).
     pub projection_dim: usize,
     /// Rows the axes are estimated from (evenly spaced over the rows).
     pub sample_rows: usize,
@@ -40,6 +45,8 @@ pub struct ProjectedGraph {
 impl ProjectedGraph {
     /// Fits the projection on a sample of `rows` (`[n, dim]`, `n >= 1`)
     /// and builds the graph over all of them, on the current rayon pool.
+    /// The rows are projected 4096 at a time, so a build over
+    /// memory-mapped rows holds one block of projections beside the graph.
     pub fn build(rows: &[f32], dim: usize, config: ProjectedConfig) -> Result<Self, AnnError> {
         let n = crate::check_rows(rows, dim)?;
         if n == 0 {
@@ -48,24 +55,36 @@ impl ProjectedGraph {
                 axes: config.projection_dim,
             });
         }
-        let step = n.div_ceil(config.sample_rows.max(1));
-        let sample: Vec<f32> = rows
-            .chunks_exact(dim)
-            .step_by(step)
-            .flatten()
-            .copied()
-            .collect();
-        let projection = Projection::fit(&sample, dim, config.projection_dim.min(dim))?;
-        let mut graph = Graph::new(projection.out_dim(), config.graph)?;
-        graph.add(&projection.project_rows(rows))?;
-        Ok(ProjectedGraph { projection, graph })
+        let projection = if config.projection_dim >= dim {
+            Projection::identity(dim)
+        } else {
+            let step = n.div_ceil(config.sample_rows.max(1));
+            let sample: Vec<f32> = rows
+                .chunks_exact(dim)
+                .step_by(step)
+                .flatten()
+                .copied()
+                .collect();
+            Projection::fit(&sample, dim, config.projection_dim)?
+        };
+        let mut built = ProjectedGraph {
+            graph: Graph::new(projection.out_dim(), config.graph)?,
+            projection,
+        };
+        built.add(rows)?;
+        Ok(built)
     }
 
     /// Adds rows (`[n, dim]`) as ids `len()..len() + n`, projected with the
-    /// existing axes. Returns the first new id.
+    /// existing axes (4096 at a time). Returns the first new id.
     pub fn add(&mut self, rows: &[f32]) -> Result<u32, AnnError> {
-        crate::check_rows(rows, self.projection.dim())?;
-        self.graph.add(&self.projection.project_rows(rows))
+        let dim = self.projection.dim();
+        crate::check_rows(rows, dim)?;
+        let first = self.graph.len() as u32;
+        for block in rows.chunks(ADD_BLOCK * dim) {
+            self.graph.add(&self.projection.project_rows(block))?;
+        }
+        Ok(first)
     }
 
     /// Rows indexed.
@@ -181,5 +200,22 @@ mod tests {
             found.iter().any(|&id| dot(id as usize) >= dot(best) - 1e-4),
             "{found:?}"
         );
+
+        // With as many axes as columns or more, the rows are kept as they
+        // are: the graph is as wide as they are and finds the best row.
+        let config = ProjectedConfig {
+            projection_dim: dim,
+            ..config
+        };
+        let full = ProjectedGraph::build(&rows, dim, config).unwrap();
+        assert!(full.projection().is_identity());
+        assert_eq!(full.graph().dim(), dim);
+        let found = full.search(&query, 10, 50);
+        assert!(
+            found.iter().any(|&id| dot(id as usize) >= dot(best) - 1e-4),
+            "{found:?}"
+        );
+        let (mean, axes, graph) = full.to_parts();
+        assert_eq!(ProjectedGraph::from_parts(mean, axes, graph).unwrap(), full);
     }
 }

@@ -7,6 +7,10 @@
 //! of it), so scores in that subspace rank a short list that the full
 //! rows then settle: the graph is built and searched in it at an eighth
 //! of the bytes per row.
+//!
+//! The identity ([`Projection::identity`]: no axes) keeps the rows as
+//! they are, for a `W` whose energy no few hundred axes hold (a trained
+//! feature map's, see docs/SCALE.md).
 
 use lemur_mlp::gemm::matmul_a_bt;
 use lemur_mlp::pca::principal_axes;
@@ -18,7 +22,8 @@ use crate::error::AnnError;
 const PROJECT_BLOCK: usize = 256;
 
 /// `x -> (x - mean) A^T` for rows and `f -> f A^T` for queries, with `A`
-/// `[r, dim]` the sample's leading principal axes.
+/// `[r, dim]` the sample's leading principal axes; or the identity, with
+/// no axes and a zero mean.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Projection {
     mean: Vec<f32>,
@@ -47,16 +52,34 @@ impl Projection {
         Ok(Projection { mean, axes, dim })
     }
 
+    /// The projection that keeps rows and queries as they are (`dim >= 1`
+    /// wide).
+    pub fn identity(dim: usize) -> Projection {
+        Projection {
+            mean: vec![0.0; dim],
+            axes: Vec::new(),
+            dim,
+        }
+    }
+
+    /// Whether this is the identity.
+    pub fn is_identity(&self) -> bool {
+        self.axes.is_empty()
+    }
+
     /// Reassembles a projection from its mean (`[dim]`) and axes
     /// (`[r, dim]`), as [`Projection::mean`] and [`Projection::axes`] give
-    /// them.
+    /// them; no axes and a zero mean give the identity.
     pub fn from_parts(mean: Vec<f32>, axes: Vec<f32>) -> Result<Projection, AnnError> {
         let dim = mean.len();
         let r = crate::check_rows(&axes, dim)?;
         crate::check_rows(&mean, dim)?;
-        if r == 0 {
+        if dim == 0 {
+            return Err(AnnError::Parts("a projection needs a width".into()));
+        }
+        if r == 0 && mean.iter().any(|&m| m != 0.0) {
             return Err(AnnError::Parts(
-                "a projection needs at least one axis".into(),
+                "a projection without axes (the identity) has a zero mean".into(),
             ));
         }
         Ok(Projection { mean, axes, dim })
@@ -67,9 +90,13 @@ impl Projection {
         self.dim
     }
 
-    /// Output width `r`.
+    /// Output width: `r`, or `dim` for the identity.
     pub fn out_dim(&self) -> usize {
-        self.axes.len() / self.dim
+        if self.is_identity() {
+            self.dim
+        } else {
+            self.axes.len() / self.dim
+        }
     }
 
     /// The mean subtracted from rows.
@@ -77,7 +104,7 @@ impl Projection {
         &self.mean
     }
 
-    /// The axes, `[r, dim]` row-major.
+    /// The axes, `[r, dim]` row-major (none for the identity).
     pub fn axes(&self) -> &[f32] {
         &self.axes
     }
@@ -90,6 +117,9 @@ impl Projection {
     #[track_caller]
     pub fn project_rows(&self, rows: &[f32]) -> Vec<f32> {
         assert!(rows.len().is_multiple_of(self.dim), "rows width");
+        if self.is_identity() {
+            return rows.to_vec();
+        }
         let (dim, r) = (self.dim, self.out_dim());
         let mut out = vec![0.0f32; rows.len() / dim * r];
         out.par_chunks_mut(PROJECT_BLOCK * r)
@@ -113,6 +143,9 @@ impl Projection {
     #[track_caller]
     pub fn project_queries(&self, queries: &[f32]) -> Vec<f32> {
         assert!(queries.len().is_multiple_of(self.dim), "queries width");
+        if self.is_identity() {
+            return queries.to_vec();
+        }
         let (dim, r) = (self.dim, self.out_dim());
         let n = queries.len() / dim;
         let mut out = vec![0.0f32; n * r];
@@ -174,5 +207,20 @@ mod tests {
             Err(AnnError::NonFinite { row: 0 })
         ));
         assert!(Projection::from_parts(vec![0.0; 3], vec![1.0; 4]).is_err());
+        assert!(Projection::from_parts(vec![0.0, 1.0, 0.0], Vec::new()).is_err());
+        assert!(Projection::from_parts(Vec::new(), Vec::new()).is_err());
+    }
+
+    #[test]
+    fn the_identity_keeps_rows_and_queries_and_round_trips() {
+        let identity = Projection::identity(3);
+        let rows = [1.0, -2.0, 0.5, 3.0, 0.0, -1.0];
+        assert_eq!(identity.project_rows(&rows), rows);
+        assert_eq!(identity.project_queries(&rows[..3]), &rows[..3]);
+        assert_eq!((identity.out_dim(), identity.dim()), (3, 3));
+        let again =
+            Projection::from_parts(identity.mean().to_vec(), identity.axes().to_vec()).unwrap();
+        assert!(again.is_identity());
+        assert_eq!(again, identity);
     }
 }

@@ -7,8 +7,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use lemur::io::{load_matrix, load_multivectors, map_multivectors, write_atomically};
 use lemur::{
-    BuildConfig, Hit, Index, IndexBuilder, MappedIndex, MultiVectors, Precision, SearchParams,
-    SegmentedIndex, synthetic,
+    BuildConfig, FirstStageConfig, Hit, Index, IndexBuilder, MappedIndex, MultiVectors, Precision,
+    SearchParams, SegmentedIndex, synthetic,
 };
 use serde_json::json;
 
@@ -71,6 +71,35 @@ pub(crate) fn dispatch(command: Command, out: &Output) -> Result<()> {
             ids_file,
         } => delete(&index, ids, ids_file.as_deref(), out),
         Command::Compact { index } => compact(&index, out),
+        Command::FirstStage {
+            index,
+            graph_min_docs,
+            projection_dim,
+            max_degree,
+            ef_construction,
+            refine_factor,
+            exact,
+        } => {
+            let mut segmented = open_segmented(&index, out.quiet || out.json)?;
+            let mut config = segmented
+                .base()
+                .build_config()
+                .map_or_else(FirstStageConfig::default, |c| c.first_stage);
+            let set = |value: Option<usize>, field: &mut usize| {
+                if let Some(value) = value {
+                    *field = value;
+                }
+            };
+            set(graph_min_docs, &mut config.graph_min_docs);
+            set(projection_dim, &mut config.projection_dim);
+            set(max_degree, &mut config.max_degree);
+            set(ef_construction, &mut config.ef_construction);
+            set(refine_factor, &mut config.refine_factor);
+            if exact {
+                config.graph_min_docs = usize::MAX;
+            }
+            first_stage(&mut segmented, &config, out)
+        }
         Command::Search {
             index,
             queries,
@@ -387,6 +416,31 @@ fn compact(dir: &Path, out: &Output) -> Result<()> {
             ),
             false => println!("nothing to compact: one segment, no deletions"),
         }
+    }
+    Ok(())
+}
+
+fn first_stage(index: &mut SegmentedIndex, config: &FirstStageConfig, out: &Output) -> Result<()> {
+    let bar = spinner(out.quiet || out.json, "building the first stage");
+    let started = std::time::Instant::now();
+    let with_graph = index
+        .rebuild_first_stage(config)
+        .with_context(|| format!("cannot build the first stage of {}", index.dir().display()))?;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    if out.json {
+        out.print_json(json!({
+            "index": index.dir(),
+            "segments_with_graph": with_graph,
+            "segments": index.n_segments(),
+            "config": config,
+            "seconds": seconds,
+        }));
+    } else if !out.quiet {
+        println!(
+            "{with_graph} of {} segments have a graph ({seconds:.1} s)",
+            index.n_segments()
+        );
     }
     Ok(())
 }

@@ -81,6 +81,30 @@ enum Command {
         /// The index directory.
         index: PathBuf,
     },
+    /// Build an index's first stage again (a graph over W per segment, or
+    /// none), linking every other file; unset flags keep the index's settings.
+    FirstStage {
+        /// The index directory.
+        index: PathBuf,
+        /// Segments with at least this many documents get a graph.
+        #[arg(long, conflicts_with = "exact")]
+        graph_min_docs: Option<usize>,
+        /// Principal axes of W the graph works in (W's width or more: full rows).
+        #[arg(long)]
+        projection_dim: Option<usize>,
+        /// Links per graph node (M).
+        #[arg(long)]
+        max_degree: Option<usize>,
+        /// Candidates a node gathers while the graph is built.
+        #[arg(long)]
+        ef_construction: Option<usize>,
+        /// Documents the graph lists per candidate.
+        #[arg(long)]
+        refine_factor: Option<usize>,
+        /// No graph: every search scans all of W.
+        #[arg(long)]
+        exact: bool,
+    },
     /// Add documents to an index built in Rust as a new segment (no retraining).
     Add {
         /// The index directory.

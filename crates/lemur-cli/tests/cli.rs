@@ -213,6 +213,25 @@ fn build_info_search_eval_add() {
     assert_eq!(info["segments"].as_array().unwrap().len(), 1);
     assert_eq!(info["next_id"], 83);
     assert!(ok(&["compact", &index]).contains("nothing to compact"));
+    // A graph over full rows that lists every document gives the same hits.
+    let graph: serde_json::Value = ok_json(&[
+        "--json",
+        "first-stage",
+        &index,
+        "--graph-min-docs",
+        "10",
+        "--projection-dim",
+        "100000",
+        "--refine-factor",
+        "50",
+    ]);
+    assert_eq!(graph["segments_with_graph"], 1);
+    let info: serde_json::Value = ok_json(&["--json", "info", &index]);
+    assert_eq!(info["segments"][0]["graph"], true);
+    assert_eq!(ok(&wide), after);
+    assert!(fails(&["first-stage", &index, "--max-degree", "1"]).contains("max_degree"));
+    assert!(ok(&["first-stage", &index, "--exact"]).contains("0 of 1 segments have a graph"));
+    assert_eq!(ok(&wide), after);
     // Evaluation works on the compacted directory, whose ids have gaps.
     assert!(eval_recall() > 0.5);
 }

@@ -21,7 +21,8 @@ pub struct FirstStageConfig {
     /// Indexes with at least this many documents search a graph instead of
     /// scanning all of `W` (`usize::MAX`: never).
     pub graph_min_docs: usize,
-    /// Principal axes of `W` the graph works in.
+    /// Principal axes of `W` the graph works in; `h` or more: none, the
+    /// graph holds the rows of `W` as they are (int8).
     pub projection_dim: usize,
     /// Links per graph node on its upper levels (`M`; level 0 keeps `2 M`).
     pub max_degree: usize,
@@ -108,9 +109,19 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
     /// returns whether it did. Runs on the current rayon pool; call it
     /// outside rayon tasks.
     pub fn build_first_stage(&mut self, config: &FirstStageConfig) -> Result<bool, IndexError> {
+        self.first_stage = self.graph_stage(config)?.map(Arc::new);
+        Ok(self.first_stage.is_some())
+    }
+
+    /// The graph first stage `config` gives this index's rows of `W`
+    /// (`None` below `config.graph_min_docs` documents), leaving the
+    /// index as it is.
+    pub(crate) fn graph_stage(
+        &self,
+        config: &FirstStageConfig,
+    ) -> Result<Option<GraphStage>, IndexError> {
         if self.len() < config.graph_min_docs {
-            self.first_stage = None;
-            return Ok(false);
+            return Ok(None);
         }
         config
             .validate()
@@ -120,11 +131,10 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
             self.feature_dim(),
             config.projected(),
         )?;
-        self.first_stage = Some(Arc::new(GraphStage {
+        Ok(Some(GraphStage {
             graph,
             refine_factor: config.refine_factor,
-        }));
-        Ok(true)
+        }))
     }
 
     /// The index without its graph: every search scans all of `W`.
@@ -136,6 +146,12 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
     /// The first-stage graph, when the index has one.
     pub fn first_stage_graph(&self) -> Option<&ProjectedGraph> {
         self.first_stage.as_ref().map(|stage| &stage.graph)
+    }
+
+    /// How many documents per candidate the graph lists, when the index
+    /// has one.
+    pub fn first_stage_refine_factor(&self) -> Option<usize> {
+        self.first_stage.as_ref().map(|stage| stage.refine_factor)
     }
 
     /// Sets how many documents per candidate the graph lists (clamped to

@@ -685,7 +685,12 @@ fn read_graph(
     if shape.len() != 2 || shape[1] != metadata.feature_dim {
         return Err(shape_error("ann_axes", &shape));
     }
-    let r = shape[0];
+    // No axes: the identity, whose graph holds full rows.
+    let r = if shape[0] == 0 {
+        metadata.feature_dim
+    } else {
+        shape[0]
+    };
     let (shape, codes) = store.read_i8(&metadata.array("ann_codes"))?;
     if shape != [metadata.n_docs, r] {
         return Err(shape_error("ann_codes", &shape));

@@ -284,6 +284,87 @@ fn compressed_segments_with_graphs_search_and_merge() {
     assert!(recall(&search(&segmented, 60), &truth) > 0.9);
 }
 
+/// A graph for every segment of 50 documents or more, over full rows.
+fn full_width_graph() -> FirstStageConfig {
+    FirstStageConfig {
+        graph_min_docs: 50,
+        projection_dim: usize::MAX,
+        refine_factor: 8,
+        ..FirstStageConfig::default()
+    }
+}
+
+#[test]
+fn the_first_stage_is_built_again_in_place_and_dropped_again() {
+    let dir = saved("first-stage");
+    let mut segmented = SegmentedIndex::open(&dir).unwrap();
+    add(&mut segmented, BASE..700);
+    segmented.delete_documents(&[5, 650]).unwrap();
+    let scanned = search(&segmented, 100);
+    let truth = segmented.exhaustive_search(&queries(), 10).unwrap();
+
+    let bad = FirstStageConfig {
+        projection_dim: 0,
+        ..full_width_graph()
+    };
+    let generation = current_generation(&dir).unwrap();
+    assert!(matches!(
+        segmented.rebuild_first_stage(&bad),
+        Err(IndexError::FirstStage(_))
+    ));
+    assert_eq!(current_generation(&dir).unwrap(), generation);
+
+    assert_eq!(
+        segmented.rebuild_first_stage(&full_width_graph()).unwrap(),
+        2
+    );
+    assert!(segmented.segments().iter().all(|info| info.graph));
+    let graph = segmented.base().first_stage_graph().unwrap();
+    assert!(graph.projection().is_identity());
+    assert_eq!(graph.graph().dim(), segmented.feature_dim());
+    let found = search(&segmented, 60);
+    assert!(recall(&found, &truth) > 0.9, "{}", recall(&found, &truth));
+    assert_eq!(
+        search(&SegmentedIndex::open_verified(&dir).unwrap(), 60),
+        found
+    );
+    // Only the graphs were written; everything else is linked.
+    let generation = current_generation(&dir).unwrap();
+    assert!(generation.join("seg-000001.ann_codes.npy").is_file());
+    // Adding keeps the configuration: a segment of 50 gets its graph.
+    add(&mut segmented, 700..750);
+    assert!(segmented.segments()[2].graph);
+
+    assert_eq!(
+        segmented
+            .rebuild_first_stage(&FirstStageConfig::default())
+            .unwrap(),
+        0
+    );
+    let generation = current_generation(&dir).unwrap();
+    assert!(fs::read_dir(&generation).unwrap().all(|entry| {
+        !entry
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains("ann_")
+    }));
+    let mut without_added = SegmentedIndex::open(&dir).unwrap();
+    let added: Vec<u32> = (700..750).collect();
+    without_added.delete_documents(&added).unwrap();
+    assert_eq!(search(&without_added, 100), scanned);
+
+    // An index saved whole stays one that `Index::open` takes.
+    let plain = saved("first-stage-plain");
+    SegmentedIndex::open(&plain)
+        .unwrap()
+        .rebuild_first_stage(&full_width_graph())
+        .unwrap();
+    let opened = Index::open(&plain).unwrap();
+    assert!(opened.first_stage_graph().is_some());
+    assert_eq!(opened.first_stage_refine_factor(), Some(8));
+}
+
 /// Copies a directory tree (hard links become copies).
 fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
@@ -301,9 +382,12 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn a_crash_at_any_step_of_a_change_leaves_the_previous_state() {
     type Change = fn(&mut SegmentedIndex);
-    let changes: [(&str, Change); 3] = [
+    let changes: [(&str, Change); 4] = [
         ("add", |index| {
             add(index, 700..TOTAL);
+        }),
+        ("first-stage", |index| {
+            index.rebuild_first_stage(&full_width_graph()).unwrap();
         }),
         ("delete", |index| {
             index.delete_documents(&[0, 3, 650]).unwrap();

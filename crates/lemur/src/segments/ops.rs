@@ -1,9 +1,10 @@
 //! The changes a segmented index commits: adding a segment, deleting
-//! documents, compacting.
+//! documents, compacting, building the first stage again.
 
 use std::ops::Range;
 use std::sync::Arc;
 
+use lemur_ann::AnnError;
 use lemur_io::{Store, StoreWriter};
 use lemur_maxsim::MultiVectors;
 
@@ -11,6 +12,7 @@ use super::sink::SegmentSink;
 use super::{Deleted, SegmentIds, SegmentedIndex};
 use crate::build::{BuildConfig, DocumentSource};
 use crate::error::IndexError;
+use crate::first_stage::FirstStageConfig;
 use crate::fit::WeightSolver;
 use crate::index::SolverState;
 use crate::persist::{
@@ -291,6 +293,54 @@ impl SegmentedIndex {
         drop(written);
         *self = SegmentedIndex::open(&self.dir)?;
         Ok(true)
+    }
+
+    /// Builds every segment's first stage again with `config` (a graph for
+    /// each segment of at least `config.graph_min_docs` documents, none
+    /// for the others) and keeps `config` for the segments added and
+    /// compacted later; committed atomically, with every other array
+    /// linked, not rewritten. Returns how many segments have a graph.
+    ///
+    /// The graphs are built from the stored rows of `W` (memory-mapped: a
+    /// block of projected rows and the graph being built are held), on
+    /// the current rayon pool. A segment's deleted documents stay in its
+    /// graph, which lists proportionally more documents to make up for
+    /// them.
+    pub fn rebuild_first_stage(&mut self, config: &FirstStageConfig) -> Result<usize, IndexError> {
+        config
+            .validate()
+            .map_err(|reason| IndexError::FirstStage(AnnError::Config(reason)))?;
+        let (store, mut writer) = self.begin()?;
+        for array in store.names() {
+            let bare = array.rsplit_once('.').map_or(array, |(_, bare)| bare);
+            if !bare.starts_with("ann_") {
+                writer.carry(&store, array)?;
+            }
+        }
+        let mut metadata = self.metadata.clone();
+        let mut with_graph = 0;
+        for (position, segment) in self.segments.iter().enumerate() {
+            let stage = segment.index.graph_stage(config)?;
+            let prefix = segment
+                .name
+                .as_ref()
+                .map_or(String::new(), |name| format!("{name}."));
+            let (first_stage, _) = write_segment_parts(&mut writer, &prefix, stage.as_ref(), None)?;
+            with_graph += usize::from(first_stage.is_some());
+            match position {
+                0 => metadata.first_stage = first_stage,
+                _ => {
+                    let segments = metadata.segments.as_mut().expect("opened");
+                    segments.appended[position - 1].first_stage = first_stage;
+                }
+            }
+        }
+        if let Some(build_config) = &mut metadata.build_config {
+            build_config.first_stage = *config;
+        }
+        writer.commit(serde_json::to_value(&metadata).expect("metadata serialises"))?;
+        *self = SegmentedIndex::open(&self.dir)?;
+        Ok(with_graph)
     }
 
     /// The solver new documents are fitted with (computed once from the
