@@ -8,8 +8,7 @@ use rayon::prelude::*;
 
 use crate::colbert::{self, Colbert};
 use crate::config::SentenceConfig;
-use crate::model::BertModel;
-use crate::weights::BertWeights;
+use crate::model::Backbone;
 use crate::windows::{WindowSpan, plan_windows};
 use crate::{BertConfig, ColbertSettings, Embeddings, TextError, TextTokenizer};
 
@@ -90,7 +89,7 @@ impl Default for TokenOptions {
 #[derive(Debug, Clone)]
 pub struct TextEncoder {
     tokenizer: TextTokenizer,
-    model: BertModel,
+    model: Backbone,
     max_seq_len: usize,
     /// The ColBERT head and settings of a PyLate or Stanford model.
     colbert: Option<Colbert>,
@@ -146,7 +145,6 @@ impl TextEncoder {
             .map_err(|message| TextError::config(&config_path, message))?;
         let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
         let sentence = SentenceConfig::from_file(&dir.join("sentence_bert_config.json"))?;
-        let weights = BertWeights::from_file(&dir.join("model.safetensors"), &config)?;
         let colbert = Colbert::load(
             dir,
             &tokenizer,
@@ -154,7 +152,8 @@ impl TextEncoder {
             sentence.do_lower_case,
             colbert::is_stanford(&config_text),
         )?;
-        let mut encoder = Self::from_parts(tokenizer, config, weights, sentence.max_seq_length)
+        let model = Backbone::from_file(&dir.join("model.safetensors"), config)?;
+        let mut encoder = Self::from_parts(tokenizer, model, sentence.max_seq_length)
             .map_err(|message| TextError::config(&config_path, message))?;
         encoder.colbert = colbert;
         Ok(encoder)
@@ -168,16 +167,16 @@ impl TextEncoder {
         safetensors: &[u8],
         max_seq_len: Option<usize>,
     ) -> Result<TextEncoder, TextError> {
-        let weights = BertWeights::from_bytes(safetensors, &config)?;
-        Self::from_parts(tokenizer, config, weights, max_seq_len).map_err(TextError::InvalidOption)
+        let model = Backbone::from_bytes(safetensors, config)?;
+        Self::from_parts(tokenizer, model, max_seq_len).map_err(TextError::InvalidOption)
     }
 
     fn from_parts(
         tokenizer: TextTokenizer,
-        config: BertConfig,
-        weights: BertWeights,
+        model: Backbone,
         max_seq_len: Option<usize>,
     ) -> Result<TextEncoder, String> {
+        let config = model.config();
         if tokenizer.vocab_size() > config.vocab_size {
             return Err(format!(
                 "the tokenizer has {} tokens but the model only {}",
@@ -194,7 +193,7 @@ impl TextEncoder {
         }
         Ok(TextEncoder {
             tokenizer,
-            model: BertModel::new(config, weights),
+            model,
             max_seq_len,
             colbert: None,
         })
@@ -331,12 +330,12 @@ impl TextEncoder {
 
     /// The model's architecture numbers.
     pub fn config(&self) -> &BertConfig {
-        &self.model.config
+        self.model.config()
     }
 
     /// Width of the embeddings and token vectors.
     pub fn hidden_size(&self) -> usize {
-        self.model.config.hidden_size
+        self.model.config().hidden_size
     }
 
     /// Tokens per model window, special tokens included.

@@ -5,7 +5,9 @@
 //! [`TextEncoder::from_dir`] loads a Hugging Face model directory
 //! (`config.json`, `model.safetensors`, `tokenizer.json`, optionally
 //! `sentence_bert_config.json`); any BERT-shaped config loads, its layer,
-//! head and width numbers read from the file. The forward pass runs on faer
+//! head and width numbers read from the file, and so does a ModernBERT
+//! one ([`Architecture::ModernBert`]: rotary positions, GeGLU, global and
+//! sliding-window attention). The forward pass runs on faer
 //! GEMMs over the concatenated real tokens of a batch (never on padding).
 //!
 //! - [`TextEncoder::encode`]: `[N, output_dim]` embeddings, mean pooling
@@ -56,12 +58,13 @@ mod embeddings;
 mod encoder;
 mod error;
 mod model;
+mod modernbert;
 mod tokenize;
 mod weights;
 mod windows;
 
 pub use colbert::ColbertSettings;
-pub use config::{BertConfig, HiddenAct};
+pub use config::{Architecture, BertConfig, HiddenAct, ModernBertSettings};
 pub use embeddings::Embeddings;
 pub use encoder::{EncodeOptions, Marker, TextEncoder, TokenOptions};
 pub use error::TextError;

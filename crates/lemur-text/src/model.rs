@@ -1,4 +1,5 @@
-//! The BERT encoder's forward pass on faer GEMMs.
+//! The BERT encoder's forward pass on faer GEMMs, and the choice between
+//! it and ModernBERT's ([`Backbone`]).
 //!
 //! A group of sequences of different lengths is processed as one
 //! concatenated `[tokens, hidden]` matrix: every Linear layer is a single
@@ -7,21 +8,79 @@
 //! Everything runs on the calling thread; callers parallelise across
 //! groups.
 
+use std::path::Path;
+
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use lemur_mlp::gelu;
 use lemur_mlp::gemm::matmul_a_bt;
 use lemur_mlp::simd::{dispatch, layer_norm_with_eps, softmax};
 
-use crate::BertConfig;
-use crate::config::HiddenAct;
+use crate::config::{Architecture, HiddenAct};
+use crate::modernbert::ModernBertModel;
 use crate::weights::{BertWeights, Linear, Norm};
+use crate::{BertConfig, TextError};
 
 /// A loaded encoder: config plus weights.
 #[derive(Debug, Clone)]
 pub(crate) struct BertModel {
     pub(crate) config: BertConfig,
     weights: BertWeights,
+}
+
+/// The encoder a [`crate::TextEncoder`] runs: BERT or ModernBERT, with
+/// the same contract for [`Backbone::forward_with_keys`].
+#[derive(Debug, Clone)]
+pub(crate) enum Backbone {
+    Bert(BertModel),
+    ModernBert(ModernBertModel),
+}
+
+impl Backbone {
+    /// Loads the backbone `config` describes from the bytes of its
+    /// safetensors file.
+    pub(crate) fn from_bytes(bytes: &[u8], config: BertConfig) -> Result<Backbone, TextError> {
+        match &config.architecture {
+            Architecture::Bert => {
+                let weights = BertWeights::from_bytes(bytes, &config)?;
+                Ok(Backbone::Bert(BertModel::new(config, weights)))
+            }
+            Architecture::ModernBert(settings) => {
+                let settings = settings.clone();
+                Ok(Backbone::ModernBert(ModernBertModel::from_bytes(
+                    bytes, config, settings,
+                )?))
+            }
+        }
+    }
+
+    /// Loads the backbone from a `model.safetensors` file.
+    pub(crate) fn from_file(path: &Path, config: BertConfig) -> Result<Backbone, TextError> {
+        let bytes = std::fs::read(path).map_err(|e| TextError::io(path, e))?;
+        Self::from_bytes(&bytes, config).map_err(|e| match e {
+            TextError::Safetensors { message, .. } => TextError::Safetensors {
+                path: path.into(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// The architecture numbers.
+    pub(crate) fn config(&self) -> &BertConfig {
+        match self {
+            Backbone::Bert(model) => &model.config,
+            Backbone::ModernBert(model) => &model.config,
+        }
+    }
+
+    /// See [`BertModel::forward_with_keys`].
+    pub(crate) fn forward_with_keys(&self, sequences: &[(&[u32], usize)]) -> Vec<f32> {
+        match self {
+            Backbone::Bert(model) => model.forward_with_keys(sequences),
+            Backbone::ModernBert(model) => model.forward_with_keys(sequences),
+        }
+    }
 }
 
 /// Scratch buffers reused across the layers of one forward call.
@@ -123,45 +182,18 @@ impl BertModel {
     /// as keys and values, written to the same rows of `scratch.context`.
     fn attention(&self, scratch: &mut Scratch, offset: usize, len: usize, keys: usize) {
         let h = self.config.hidden_size;
-        let head_dim = self.config.head_dim();
-        let scale = 1.0 / (head_dim as f32).sqrt();
-        scratch.scores.resize(len * keys, 0.0);
-        let qkv =
-            MatRef::from_row_major_slice(&scratch.qkv[offset * 3 * h..][..len * 3 * h], len, 3 * h);
-        let mut context =
-            MatMut::from_row_major_slice_mut(&mut scratch.context[offset * h..][..len * h], len, h);
-        for head in 0..self.config.num_heads {
-            let start = head * head_dim;
-            let query = qkv.subcols(start, head_dim);
-            let key = qkv.subrows(0, keys).subcols(h + start, head_dim);
-            let value = qkv.subrows(0, keys).subcols(2 * h + start, head_dim);
-            let scores = MatMut::from_row_major_slice_mut(&mut scratch.scores, len, keys);
-            matmul(
-                scores,
-                Accum::Replace,
-                query,
-                key.transpose(),
-                scale,
-                Par::Seq,
-            );
-            dispatch(
-                #[inline(always)]
-                || {
-                    for row in scratch.scores.chunks_exact_mut(keys) {
-                        softmax(row);
-                    }
-                },
-            );
-            let probabilities = MatRef::from_row_major_slice(&scratch.scores, len, keys);
-            matmul(
-                context.as_mut().subcols_mut(start, head_dim),
-                Accum::Replace,
-                probabilities,
-                value,
-                1.0,
-                Par::Seq,
-            );
-        }
+        let shape = AttentionShape {
+            hidden: h,
+            num_heads: self.config.num_heads,
+            keys,
+            window: None,
+        };
+        attend(
+            &scratch.qkv[offset * 3 * h..][..len * 3 * h],
+            &mut scratch.context[offset * h..][..len * h],
+            &mut scratch.scores,
+            shape,
+        );
     }
 
     /// `states = LayerNorm(states + residual)`, row by row.
@@ -201,8 +233,86 @@ impl BertModel {
     }
 }
 
+/// The shape of one sequence's attention: `hidden` wide rows of
+/// `num_heads` heads, the first `keys` rows attended to, and with a
+/// `window` only those at most that many positions away.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AttentionShape {
+    pub(crate) hidden: usize,
+    pub(crate) num_heads: usize,
+    pub(crate) keys: usize,
+    pub(crate) window: Option<usize>,
+}
+
+/// Multi-head attention of one sequence: `qkv` its `[len, 3 hidden]` rows
+/// (queries, keys, values, heads contiguous in each), written to
+/// `context`, its `[len, hidden]` rows. A query that sees no key (only
+/// possible with a window) gets a zero context. `scores` is scratch.
+pub(crate) fn attend(
+    qkv: &[f32],
+    context: &mut [f32],
+    scores: &mut Vec<f32>,
+    shape: AttentionShape,
+) {
+    let AttentionShape {
+        hidden: h,
+        num_heads,
+        keys,
+        window,
+    } = shape;
+    let len = context.len() / h;
+    let head_dim = h / num_heads;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    scores.resize(len * keys, 0.0);
+    let qkv = MatRef::from_row_major_slice(qkv, len, 3 * h);
+    let mut context = MatMut::from_row_major_slice_mut(context, len, h);
+    for head in 0..num_heads {
+        let start = head * head_dim;
+        let query = qkv.subcols(start, head_dim);
+        let key = qkv.subrows(0, keys).subcols(h + start, head_dim);
+        let value = qkv.subrows(0, keys).subcols(2 * h + start, head_dim);
+        matmul(
+            MatMut::from_row_major_slice_mut(scores, len, keys),
+            Accum::Replace,
+            query,
+            key.transpose(),
+            scale,
+            Par::Seq,
+        );
+        dispatch(
+            #[inline(always)]
+            || {
+                for (i, row) in scores.chunks_exact_mut(keys).enumerate() {
+                    let Some(window) = window else {
+                        softmax(row);
+                        continue;
+                    };
+                    for (j, score) in row.iter_mut().enumerate() {
+                        if i.abs_diff(j) > window {
+                            *score = f32::NEG_INFINITY;
+                        }
+                    }
+                    if row.iter().all(|s| *s == f32::NEG_INFINITY) {
+                        row.fill(0.0);
+                    } else {
+                        softmax(row);
+                    }
+                }
+            },
+        );
+        matmul(
+            context.as_mut().subcols_mut(start, head_dim),
+            Accum::Replace,
+            MatRef::from_row_major_slice(scores, len, keys),
+            value,
+            1.0,
+            Par::Seq,
+        );
+    }
+}
+
 /// `out[rows, out_dim] = x W^T + b`.
-fn linear(out: &mut [f32], x: &[f32], layer: &Linear, rows: usize) {
+pub(crate) fn linear(out: &mut [f32], x: &[f32], layer: &Linear, rows: usize) {
     matmul_a_bt(out, x, &layer.weight, rows, layer.in_dim, layer.out_dim);
     dispatch(
         #[inline(always)]
@@ -218,7 +328,7 @@ fn linear(out: &mut [f32], x: &[f32], layer: &Linear, rows: usize) {
 
 /// The tanh approximation of GELU (`gelu_new`).
 #[inline(always)]
-fn gelu_tanh(x: f32) -> f32 {
+pub(crate) fn gelu_tanh(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh())
 }

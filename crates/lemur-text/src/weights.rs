@@ -2,8 +2,6 @@
 //! matrices laid out for the forward pass, with every shape checked
 //! against the config first.
 
-use std::path::Path;
-
 use safetensors::{Dtype, SafeTensors};
 
 use crate::{BertConfig, TextError};
@@ -106,6 +104,37 @@ impl TensorSource<'_> {
         })
     }
 
+    /// A Linear layer whose bias exists only when `bias` (a zero bias
+    /// otherwise, as ModernBERT's Linears without one compute).
+    pub(crate) fn linear_with(
+        &self,
+        name: &str,
+        out_dim: usize,
+        in_dim: usize,
+        bias: bool,
+    ) -> Result<Linear, TextError> {
+        if bias {
+            return self.linear(name, out_dim, in_dim);
+        }
+        Ok(Linear {
+            weight: self.get(&format!("{name}.weight"), &[out_dim, in_dim])?,
+            bias: vec![0.0; out_dim],
+            in_dim,
+            out_dim,
+        })
+    }
+
+    /// A LayerNorm whose bias exists only when `bias` (zero otherwise).
+    pub(crate) fn norm_with(&self, name: &str, dim: usize, bias: bool) -> Result<Norm, TextError> {
+        if bias {
+            return self.norm(name, dim);
+        }
+        Ok(Norm {
+            gain: self.get(&format!("{name}.weight"), &[dim])?,
+            bias: vec![0.0; dim],
+        })
+    }
+
     pub(crate) fn has(&self, name: &str) -> bool {
         self.tensors
             .tensor(&format!("{}{name}", self.prefix))
@@ -148,18 +177,6 @@ fn f16_to_f32(half: u16) -> f32 {
 }
 
 impl BertWeights {
-    /// Loads and checks every tensor the config implies.
-    pub(crate) fn from_file(path: &Path, config: &BertConfig) -> Result<BertWeights, TextError> {
-        let bytes = std::fs::read(path).map_err(|e| TextError::io(path, e))?;
-        Self::from_bytes(&bytes, config).map_err(|e| match e {
-            TextError::Safetensors { message, .. } => TextError::Safetensors {
-                path: path.into(),
-                message,
-            },
-            other => other,
-        })
-    }
-
     /// Loads and checks every tensor from the bytes of a safetensors file.
     pub(crate) fn from_bytes(bytes: &[u8], config: &BertConfig) -> Result<BertWeights, TextError> {
         let tensors = SafeTensors::deserialize(bytes).map_err(|e| TextError::Safetensors {

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use common::pylate_dir;
-use lemur_text::{MultiVectors, TextEncoder, TextError};
+use common::{Reference, max_difference, pylate_dir};
+use lemur_text::{TextEncoder, TextError};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
@@ -85,67 +85,9 @@ fn pylate() -> &'static TextEncoder {
     })
 }
 
-struct Reference {
-    queries: Vec<String>,
-    documents: Vec<String>,
-    bytes: Vec<u8>,
-}
-
-impl Reference {
-    fn load() -> Reference {
-        let texts: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(fixture().join("texts.json")).unwrap()).unwrap();
-        let strings = |key: &str| -> Vec<String> {
-            texts[key]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| t.as_str().unwrap().to_owned())
-                .collect()
-        };
-        Reference {
-            queries: strings("queries"),
-            documents: strings("documents"),
-            bytes: std::fs::read(fixture().join("reference.safetensors")).unwrap(),
-        }
-    }
-
-    /// PyLate's vectors for `name` (`q0`, `d3`, ...): `[rows, 128]`.
-    fn vectors(&self, name: &str) -> (usize, Vec<f32>) {
-        let tensors = SafeTensors::deserialize(&self.bytes).unwrap();
-        let view = tensors.tensor(name).unwrap();
-        let values = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        (view.shape()[0], values)
-    }
-
-    /// PyLate's input ids for `name`, batch padding (`[MASK]` beyond a
-    /// document's end) removed.
-    fn ids(&self, name: &str) -> Vec<u32> {
-        let tensors = SafeTensors::deserialize(&self.bytes).unwrap();
-        let view = tensors.tensor(&format!("{name}_ids")).unwrap();
-        view.data()
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32)
-            .collect()
-    }
-}
-
 /// The ids the backbone sees for each text, as the encoder frames them.
 fn framed_ids(encoder: &TextEncoder, texts: &[String], is_query: bool) -> Vec<Vec<u32>> {
     encoder.colbert_ids(texts, is_query).unwrap()
-}
-
-fn max_difference(found: &MultiVectors, i: usize, want: &[f32]) -> f32 {
-    found
-        .get(i)
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -164,11 +106,11 @@ fn pylate_settings_and_prefix_ids_load() {
 
 #[test]
 fn queries_and_documents_match_pylate_at_any_batch_and_thread_count() {
-    let reference = Reference::load();
+    let reference = Reference::load(&fixture());
     let encoder = pylate();
     for (texts, is_query, tag) in [
-        (reference.queries.as_slice(), true, "q"),
-        (reference.documents.as_slice(), false, "d"),
+        (reference.strings("queries").as_slice(), true, "q"),
+        (reference.strings("documents").as_slice(), false, "d"),
     ] {
         // Ids: a query's are exactly PyLate's 32; a document's are
         // PyLate's before its batch padding.
@@ -211,12 +153,12 @@ fn queries_and_documents_match_pylate_at_any_batch_and_thread_count() {
 
 #[test]
 fn maxsim_of_the_vectors_is_pylates() {
-    let reference = Reference::load();
+    let reference = Reference::load(&fixture());
     let queries = pylate()
-        .encode_queries(reference.queries.as_slice())
+        .encode_queries(reference.strings("queries").as_slice())
         .unwrap();
     let documents = pylate()
-        .encode_documents(reference.documents.as_slice())
+        .encode_documents(reference.strings("documents").as_slice())
         .unwrap();
     let maxsim = |q: &[f32], d: &[f32]| -> f32 {
         q.chunks_exact(128)
@@ -227,9 +169,9 @@ fn maxsim_of_the_vectors_is_pylates() {
             })
             .sum()
     };
-    for q in 0..reference.queries.len() {
+    for q in 0..reference.strings("queries").len() {
         let (_, pylate_query) = reference.vectors(&format!("q{q}"));
-        for d in 0..reference.documents.len() {
+        for d in 0..reference.strings("documents").len() {
             let (_, pylate_document) = reference.vectors(&format!("d{d}"));
             let ours = maxsim(queries.get(q), documents.get(d));
             let theirs = maxsim(&pylate_query, &pylate_document);
@@ -273,7 +215,7 @@ fn a_stanford_checkpoint_encodes_as_pylate_loads_it() {
     let settings = stanford.colbert().expect("a Stanford checkpoint");
     assert_eq!((settings.query_length, settings.document_length), (24, 40));
 
-    let texts = Reference::load().documents;
+    let texts = Reference::load(&fixture()).strings("documents");
     let queries = stanford.colbert_ids(texts.as_slice(), true).unwrap();
     let documents = stanford.colbert_ids(texts.as_slice(), false).unwrap();
     let (unused0, unused1) = (1, 2);

@@ -77,3 +77,62 @@ pub fn words(n: usize, seed: u64) -> Vec<&'static str> {
         })
         .collect()
 }
+
+/// A reference fixture: `texts.json` and the tensors of
+/// `reference.safetensors` that its `make_reference.py` wrote.
+pub struct Reference {
+    texts: serde_json::Value,
+    bytes: Vec<u8>,
+}
+
+impl Reference {
+    /// The fixture in `dir`.
+    pub fn load(dir: &std::path::Path) -> Reference {
+        Reference {
+            texts: serde_json::from_slice(&std::fs::read(dir.join("texts.json")).unwrap()).unwrap(),
+            bytes: std::fs::read(dir.join("reference.safetensors")).unwrap(),
+        }
+    }
+
+    /// The texts listed under `key` in `texts.json`.
+    pub fn strings(&self, key: &str) -> Vec<String> {
+        self.texts[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// The f32 rows of tensor `name`: `(rows, values)`.
+    pub fn vectors(&self, name: &str) -> (usize, Vec<f32>) {
+        let tensors = safetensors::SafeTensors::deserialize(&self.bytes).unwrap();
+        let view = tensors.tensor(name).unwrap();
+        let values = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        (view.shape()[0], values)
+    }
+
+    /// The int64 ids of tensor `{name}_ids`.
+    pub fn ids(&self, name: &str) -> Vec<u32> {
+        let tensors = safetensors::SafeTensors::deserialize(&self.bytes).unwrap();
+        let view = tensors.tensor(&format!("{name}_ids")).unwrap();
+        view.data()
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32)
+            .collect()
+    }
+}
+
+/// The largest difference between text `i`'s rows in `found` and `want`.
+pub fn max_difference(found: &lemur_text::MultiVectors, i: usize, want: &[f32]) -> f32 {
+    found
+        .get(i)
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+}
