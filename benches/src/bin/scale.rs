@@ -6,7 +6,8 @@
 //!
 //! `cargo run --release -p lemur-bench --bin scale -- --docs N [--threads T]
 //! [--queries Q] [--epochs E] [--graph-min-docs G] [--compress-min-docs C]
-//! [--projection-dim P] [--refine-factor F] [--tokens f32|int8|int4]
+//! [--projection-dim P] [--ef-construction E] [--refine-factor F]
+//! [--tokens f32|int8|int4]
 //! [--weights f32|int8] [--rescore-depth R] [--from DIR | --reuse]
 //! [--dir DIR] [--json OUT]`
 //!
@@ -19,8 +20,9 @@
 //! the same documents instead of building one: its first stage and storage
 //! are made again with this run's settings, and no build time is
 //! reported. `--reuse` takes the index already in `--dir` as it is on
-//! disk (memory-mapped, never loaded) and, when `--graph-min-docs` or
-//! `--projection-dim` is given, builds its first stage again with them
+//! disk (memory-mapped, never loaded) and, when `--graph-min-docs`,
+//! `--projection-dim` or `--ef-construction` is given, builds its first
+//! stage again with them
 //! (`SegmentedIndex::rebuild_first_stage`, one commit that links every
 //! other file). `--refine-factor` is set on the opened index, so
 //! different factors need no new graph.
@@ -56,6 +58,7 @@ struct Args {
     weights: Option<WeightCodec>,
     rescore_depth: Option<usize>,
     projection_dim: Option<usize>,
+    ef_construction: Option<usize>,
     refine_factor: Option<usize>,
     from: Option<PathBuf>,
     reuse: bool,
@@ -75,6 +78,7 @@ fn parse_args() -> Result<Args, String> {
         weights: None,
         rescore_depth: None,
         projection_dim: None,
+        ef_construction: None,
         refine_factor: None,
         from: None,
         reuse: false,
@@ -109,6 +113,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--rescore-depth" => args.rescore_depth = Some(number(value()?)?),
             "--projection-dim" => args.projection_dim = Some(number(value()?)?),
+            "--ef-construction" => args.ef_construction = Some(number(value()?)?),
             "--refine-factor" => args.refine_factor = Some(number(value()?)?),
             "--from" => args.from = Some(PathBuf::from(value()?)),
             "--reuse" => args.reuse = true,
@@ -227,6 +232,9 @@ fn main() {
     if let Some(projection_dim) = args.projection_dim {
         config.first_stage.projection_dim = projection_dim;
     }
+    if let Some(ef_construction) = args.ef_construction {
+        config.first_stage.ef_construction = ef_construction;
+    }
     let (build_s, build_peak) = match &args.from {
         None if args.reuse => {
             let mut index = SegmentedIndex::open(&args.dir).expect("the --dir index opens");
@@ -240,7 +248,10 @@ fn main() {
                 .build_config()
                 .expect("a built index keeps its configuration");
             config.epochs = built.epochs;
-            if args.graph_min_docs.is_some() || args.projection_dim.is_some() {
+            if args.graph_min_docs.is_some()
+                || args.projection_dim.is_some()
+                || args.ef_construction.is_some()
+            {
                 eprintln!("building the first stage again");
                 let started = Instant::now();
                 threads.install(|| {
@@ -400,6 +411,7 @@ fn main() {
         "first_stage": first_stage,
         "graph_min_docs": config.first_stage.graph_min_docs,
         "projection_dim": index.first_stage_graph().map(|g| g.graph().dim()),
+        "ef_construction": index.first_stage_graph().map(|g| g.graph().config().ef_construction),
         "refine_factor": refine_factor,
         "threads": args.threads,
         "queries": args.queries,

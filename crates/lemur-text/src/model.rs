@@ -220,16 +220,19 @@ impl BertModel {
         let act = self.config.hidden_act;
         dispatch(
             #[inline(always)]
-            || {
-                for v in values.iter_mut() {
-                    *v = match act {
-                        HiddenAct::Gelu => gelu(*v),
-                        HiddenAct::GeluTanh => gelu_tanh(*v),
-                        HiddenAct::Relu => v.max(0.0),
-                    };
-                }
-            },
+            || activate(act, values),
         )
+    }
+}
+
+/// `values = act(values)`, one loop per activation so each vectorises
+/// (a `match` inside one loop kept GELU scalar: 13% of an encoding).
+#[inline(always)]
+pub(crate) fn activate(act: HiddenAct, values: &mut [f32]) {
+    match act {
+        HiddenAct::Gelu => values.iter_mut().for_each(|v| *v = gelu(*v)),
+        HiddenAct::GeluTanh => values.iter_mut().for_each(|v| *v = gelu_tanh(*v)),
+        HiddenAct::Relu => values.iter_mut().for_each(|v| *v = v.max(0.0)),
     }
 }
 

@@ -12,12 +12,11 @@
 //! [`crate::model`], sequences are concatenated rows, every Linear is one
 //! GEMM over all real tokens, and attention runs per sequence and head.
 
-use lemur_mlp::gelu;
 use lemur_mlp::simd::{dispatch, layer_norm_with_eps};
 use safetensors::SafeTensors;
 
-use crate::config::{HiddenAct, ModernBertSettings};
-use crate::model::{AttentionShape, attend, gelu_tanh, linear};
+use crate::config::ModernBertSettings;
+use crate::model::{AttentionShape, activate, attend, linear};
 use crate::weights::{Linear, Norm, TensorSource};
 use crate::{BertConfig, TextError};
 
@@ -208,14 +207,9 @@ impl ModernBertModel {
                     .zip(gated.chunks_exact(2 * ffn))
                 {
                     let (input, gate) = row.split_at(ffn);
-                    for ((o, &x), &g) in out.iter_mut().zip(input).zip(gate) {
-                        let activated = match act {
-                            HiddenAct::Gelu => gelu(x),
-                            HiddenAct::GeluTanh => gelu_tanh(x),
-                            HiddenAct::Relu => x.max(0.0),
-                        };
-                        *o = activated * g;
-                    }
+                    out.copy_from_slice(input);
+                    activate(act, out);
+                    out.iter_mut().zip(gate).for_each(|(o, g)| *o *= g);
                 }
             },
         );
