@@ -13,12 +13,18 @@
 //!   sha256 verified) into the git-ignored `models/`, and assemble the
 //!   PyLate reference model of the ColBERT tests from it and the committed
 //!   fixture (sha256 of PyLate's file verified).
-//! - `ci`: everything CI checks: fmt, clippy, fetch-models, tests, test-isa.
+//! - `wheel`: build the Python package's release wheel (abi3, manylinux_2_28)
+//!   into `target/wheels` and print its path.
+//! - `test-python`: build the Python package, install it into a fresh
+//!   virtual environment and run its pytest suite.
+//! - `ci`: everything CI checks: fmt, clippy, fetch-models, tests, test-isa,
+//!   test-python.
 
 mod bench;
 mod isa;
 mod models;
 mod pylate;
+mod python;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,10 +40,12 @@ fn main() -> Result<()> {
         "bench" => bench::bench(args.get(1).map(String::as_str)),
         "bench-scale" => bench::bench_scale(&args[1..]),
         "fetch-models" => models::fetch_models(),
+        "wheel" => python::wheel(),
+        "test-python" => python::test_python(),
         "ci" => ci(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <fixtures | test-isa | bench [filter] | bench-scale --docs N [--threads T] [--json OUT] | fetch-models | ci>"
+                "usage: cargo xtask <fixtures | test-isa | bench [filter] | bench-scale --docs N [--threads T] [--json OUT] | fetch-models | wheel | test-python | ci>"
             );
             if task == "help" {
                 Ok(())
@@ -115,5 +123,6 @@ fn ci() -> Result<()> {
     let mut test = cargo();
     test.args(["test", "--workspace"]);
     run(test)?;
-    isa::test_isa()
+    isa::test_isa()?;
+    python::test_python()
 }

@@ -264,6 +264,39 @@ impl Index<Vec<f32>> {
     }
 }
 
+impl<T: AsRef<[f32]> + Sync> Index<T> {
+    /// Fits weight rows for documents (`tokens` `[n_tokens, d]`, `counts`
+    /// tokens per document) without adding them: the rows
+    /// [`Index::add_documents`] would give them, one per document, `[n, h]`.
+    /// The original LEMUR's `compute_weights`.
+    ///
+    /// Fails with [`IndexError::NoSolver`] for an index that was not built
+    /// in Rust, and on invalid documents.
+    pub fn fit_weights(
+        &mut self,
+        tokens: &[f32],
+        counts: &[usize],
+    ) -> Result<DocWeights, IndexError> {
+        let documents = MultiVectors::new(tokens, self.dim(), counts)?;
+        self.fit_rows(&documents)
+    }
+
+    /// Rows of `W` for `documents` from the index's solver, computing its
+    /// pseudo-inverse the first time after a load.
+    fn fit_rows(&mut self, documents: &MultiVectors<&[f32]>) -> Result<DocWeights, IndexError> {
+        // A failed solver build leaves the saved state as it was.
+        let solver = match &self.solver {
+            Some(SolverState::Ready(solver)) => solver.clone(),
+            Some(SolverState::Saved { sample, norm }) => {
+                Arc::new(WeightSolver::new(&self.feature_map, sample, *norm)?)
+            }
+            None => return Err(IndexError::NoSolver),
+        };
+        self.solver = Some(SolverState::Ready(solver.clone()));
+        DocWeights::new(solver.fit(documents), documents.len(), self.feature_dim())
+    }
+}
+
 impl<T: GrowableTokens + Sync> Index<T> {
     /// Adds documents (`tokens` `[n_tokens, d]`, `counts` tokens per
     /// document) without retraining: their weight rows are fitted with the
@@ -278,16 +311,8 @@ impl<T: GrowableTokens + Sync> Index<T> {
         tokens: &[f32],
         counts: &[usize],
     ) -> Result<Range<u32>, IndexError> {
-        let solver = match self.solver.take() {
-            Some(SolverState::Ready(solver)) => solver,
-            Some(SolverState::Saved { sample, norm }) => {
-                Arc::new(WeightSolver::new(&self.feature_map, &sample, norm)?)
-            }
-            None => return Err(IndexError::NoSolver),
-        };
-        self.solver = Some(SolverState::Ready(solver.clone()));
         let added = MultiVectors::new(tokens, self.dim(), counts)?;
-        let rows = DocWeights::new(solver.fit(&added), added.len(), self.feature_dim())?;
+        let rows = self.fit_rows(&added)?;
         let first = self.len();
         if let Some(stage) = &mut self.first_stage {
             Arc::make_mut(stage).graph.add(rows.values())?;
