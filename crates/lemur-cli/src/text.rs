@@ -352,13 +352,19 @@ fn search(
         .with_context(|| format!("cannot open index {}", dir.display()))?;
     bar.finish_and_clear();
     text_index.set_n_candidates(candidates)?;
-    let lines = read_lines(queries)?;
+    let all_lines = read_lines(queries)?;
+    // A query without text has nothing to match: it gets no hits and is
+    // reported, and the rest of the batch runs.
+    let (lines, empty): (Vec<_>, Vec<_>) = all_lines
+        .into_iter()
+        .partition(|line| !line.text.trim().is_empty());
     let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
     let started = Instant::now();
     let results = text_index
         .search_batch(&texts, k)
         .with_context(|| format!("cannot search with {}", queries.display()))?;
     let seconds = started.elapsed().as_secs_f64();
+    let empty_lines: Vec<usize> = empty.iter().map(|line| line.number).collect();
     let mut text = String::new();
     for (line, hits) in lines.iter().zip(&results) {
         for (doc_id, score) in hits {
@@ -379,12 +385,18 @@ fn search(
                 json!({ "query_line": line.number, "hits": hits.iter().map(|(id, s)| json!({"id": id, "score": s})).collect::<Vec<_>>() })
             })
             .collect();
-        out.print_json(json!({ "queries": lines.len(), "seconds": seconds, "results": hits }));
+        out.print_json(json!({ "queries": lines.len(), "seconds": seconds, "results": hits, "empty_query_lines": empty_lines }));
     } else {
         out.note(format!(
             "searched {} queries in {seconds:.3} s",
             lines.len()
         ));
+        if !empty_lines.is_empty() {
+            out.note(format!(
+                "{} queries had no text and got no hits (lines {empty_lines:?})",
+                empty_lines.len()
+            ));
+        }
     }
     Ok(())
 }

@@ -238,6 +238,33 @@ fn bad_text_inputs_fail_with_one_line() {
     let indexed: serde_json::Value = serde_json::from_str(&indexed).unwrap();
     assert_eq!(indexed["empty_documents"], 1);
     assert_eq!(indexed["stats"]["documents"], 2);
+    // Nor does a query without text: it gets no hits and is named.
+    let queries = dir.join("queries.jsonl");
+    std::fs::write(
+        &queries,
+        "{\"text\": \"words\"}\n{\"text\": \"\"}\n\"more words\"\n",
+    )
+    .unwrap();
+    let searched = ok(&[
+        "--json",
+        "text",
+        "search",
+        s(&out),
+        "--queries",
+        s(&queries),
+        "-k",
+        "1",
+    ]);
+    let searched: serde_json::Value = serde_json::from_str(&searched).unwrap();
+    assert_eq!(searched["queries"], 2);
+    assert_eq!(searched["empty_query_lines"], serde_json::json!([2]));
+    let lines: Vec<u64> = searched["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|result| result["query_line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, [1, 3]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
