@@ -4,9 +4,10 @@
 
 use std::error::Error;
 
-use lemur::{BuildError, IndexError, SearchError};
+use lemur::text::TextError;
+use lemur::{BuildError, IndexError, SearchError, TextIndexError};
 use pyo3::PyErr;
-use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 
 /// The message of `error` followed by each of its causes that adds words.
 fn message(error: &dyn Error) -> String {
@@ -53,4 +54,34 @@ pub(crate) fn build_error(error: BuildError) -> PyErr {
         BuildError::Index(error) => index_error(error),
         other => PyValueError::new_err(message(&other)),
     }
+}
+
+/// A text encoder error: `ValueError` for a text or option it cannot
+/// take, `OSError` for a model directory it cannot load.
+pub(crate) fn text_error(error: TextError) -> PyErr {
+    match error {
+        TextError::Tokenize { .. } | TextError::InvalidOption(_) | TextError::EmptyText { .. } => {
+            PyValueError::new_err(message(&error))
+        }
+        other => PyOSError::new_err(message(&other)),
+    }
+}
+
+/// A text index error as `OSError` (files, models) or `ValueError`.
+pub(crate) fn text_index_error(error: TextIndexError) -> PyErr {
+    match error {
+        TextIndexError::Index(error) => index_error(error),
+        TextIndexError::Build(error) => build_error(error),
+        TextIndexError::Text(error) => text_error(error),
+        TextIndexError::Format { .. } => PyOSError::new_err(message(&error)),
+        other => PyValueError::new_err(message(&other)),
+    }
+}
+
+/// The error of every call on an object after a change to it panicked
+/// half-way (it may be inconsistent, so it is not used again).
+pub(crate) fn poisoned(what: &str) -> PyErr {
+    PyRuntimeError::new_err(format!(
+        "this {what} is unusable: a change to it failed half-way (open it again)"
+    ))
 }

@@ -11,7 +11,7 @@ use numpy::{PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 
 use crate::arrays::{IdsAndScores, counts, ids_and_scores, matrix, rows};
-use crate::errors::{build_error, index_error, search_error, value_error};
+use crate::errors::{build_error, index_error, poisoned, search_error, value_error};
 use crate::pool;
 
 /// Where the index lives (boxed: both are large, and of different sizes).
@@ -68,6 +68,70 @@ impl NativeIndex {
                     .progress(&report)
                     .build(corpus, learn)
                     .map_err(build_error)?;
+                Ok::<_, PyErr>(index)
+            })
+        })??;
+        Ok(Self::new(Stored::Memory(Box::new(index))))
+    }
+
+    /// Assembles an index from a model trained elsewhere (the original
+    /// LEMUR's `mlp.pt` / `w.pt`): either learned blocks (`layers`: per
+    /// block the Linear weight `[out, in]`, its bias, the LayerNorm weight
+    /// and bias) with `activation`, or the random-feature map's
+    /// `projection` `[d, h]` (GELU); the training targets' `target_mean`
+    /// and `target_std`; the learn tokens `fit_sample` (`[s, d]`) that rows
+    /// of `W` for new documents are fitted with; and `W` itself, or `None`
+    /// to fit it for the corpus as the original does.
+    #[staticmethod]
+    #[pyo3(signature = (tokens, counts, layers, projection, activation, target_mean, target_std, fit_sample, weights = None, num_threads = -1))]
+    #[allow(clippy::too_many_arguments)]
+    fn from_model(
+        py: Python<'_>,
+        tokens: PyReadonlyArray2<'_, f32>,
+        counts: PyReadonlyArray1<'_, i64>,
+        layers: Vec<ModelLayer<'_>>,
+        projection: Option<PyReadonlyArray2<'_, f32>>,
+        activation: &str,
+        target_mean: f32,
+        target_std: f32,
+        fit_sample: PyReadonlyArray2<'_, f32>,
+        weights: Option<PyReadonlyArray2<'_, f32>>,
+        num_threads: i64,
+    ) -> PyResult<Self> {
+        let feature_map = feature_map_of(&layers, projection.as_ref(), activation)?;
+        let tokens = rows(&tokens, "tokens")?;
+        let counts = self::counts(&counts, "counts")?;
+        let sample = rows(&fit_sample, "fit_sample")?.values;
+        let weights = match &weights {
+            Some(weights) => Some(rows(weights, "W")?),
+            None => None,
+        };
+        let norm = lemur::TargetNorm {
+            mean: target_mean,
+            std: target_std,
+        };
+        let (values, width) = (tokens.values, tokens.width);
+        let index = py.detach(|| {
+            pool::run(num_threads, || {
+                let corpus = lemur::MultiVectors::new(values.to_vec(), width, &counts)
+                    .map_err(|error| value_error(format!("tokens: {error}")))?;
+                let solver = lemur::WeightSolver::new(&feature_map, sample, norm)
+                    .map_err(|error| index_error(error.into()))?;
+                let h = feature_map.output_dim();
+                let rows = match weights {
+                    Some(weights) if weights.width == h => weights.values.to_vec(),
+                    Some(weights) => {
+                        return Err(value_error(format!(
+                            "W is {} wide but the feature map gives {h} features",
+                            weights.width
+                        )));
+                    }
+                    None => solver.fit(&corpus),
+                };
+                let n_docs = corpus.len();
+                let weights = lemur::DocWeights::new(rows, n_docs, h).map_err(index_error)?;
+                let mut index = Index::new(feature_map, weights, corpus).map_err(index_error)?;
+                index.set_solver(solver).map_err(index_error)?;
                 Ok::<_, PyErr>(index)
             })
         })??;
@@ -362,12 +426,64 @@ impl NativeIndex {
     /// Shared access. A change that panicked half-way may have left the
     /// index inconsistent, so a poisoned index refuses every later call.
     fn read(&self) -> PyResult<RwLockReadGuard<'_, Stored>> {
-        self.stored.read().map_err(|_| poisoned())
+        self.stored.read().map_err(|_| poisoned("index"))
     }
 
     /// Exclusive access, for changes.
     fn write(&self) -> PyResult<RwLockWriteGuard<'_, Stored>> {
-        self.stored.write().map_err(|_| poisoned())
+        self.stored.write().map_err(|_| poisoned("index"))
+    }
+}
+
+/// One learned block as Python hands it over: the Linear weight
+/// `[out, in]` and bias, the LayerNorm weight and bias.
+type ModelLayer<'py> = (
+    PyReadonlyArray2<'py, f32>,
+    PyReadonlyArray1<'py, f32>,
+    PyReadonlyArray1<'py, f32>,
+    PyReadonlyArray1<'py, f32>,
+);
+
+/// The feature map of learned `layers` with `activation`, or of a random
+/// `projection`.
+fn feature_map_of(
+    layers: &[ModelLayer<'_>],
+    projection: Option<&PyReadonlyArray2<'_, f32>>,
+    activation: &str,
+) -> PyResult<FeatureMap> {
+    let invalid = |error: lemur::mlp::MlpError| value_error(format!("feature map: {error}"));
+    match (layers, projection) {
+        ([], Some(projection)) => {
+            let shape = projection.shape();
+            let values = rows(projection, "projection")?.values.to_vec();
+            FeatureMap::random(values, shape[0], shape[1]).map_err(invalid)
+        }
+        (layers, None) if !layers.is_empty() => {
+            let activation = lemur::Activation::from_name(activation)
+                .ok_or_else(|| value_error(format!("unknown activation {activation:?}")))?;
+            let blocks = layers
+                .iter()
+                .enumerate()
+                .map(|(i, (weight, bias, ln_weight, ln_bias))| {
+                    let shape = weight.shape();
+                    let vector = |array: &PyReadonlyArray1<'_, f32>| array.as_array().to_vec();
+                    lemur::mlp::Block::new(
+                        i,
+                        rows(weight, "layer weight")?.values.to_vec(),
+                        shape[1],
+                        shape[0],
+                        vector(bias),
+                        vector(ln_weight),
+                        vector(ln_bias),
+                    )
+                    .map_err(invalid)
+                })
+                .collect::<PyResult<Vec<_>>>()?;
+            FeatureMap::mlp(blocks, activation).map_err(invalid)
+        }
+        _ => Err(value_error(
+            "a model has either learned layers or a random projection",
+        )),
     }
 }
 
@@ -385,11 +501,4 @@ fn same_dir(a: &Path, b: &Path) -> bool {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     }
-}
-
-/// The error of every call after a change failed half-way.
-fn poisoned() -> PyErr {
-    pyo3::exceptions::PyRuntimeError::new_err(
-        "this index is unusable: a change to it failed half-way (open it again from its directory)",
-    )
 }

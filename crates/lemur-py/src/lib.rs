@@ -26,6 +26,7 @@ mod errors;
 mod index;
 mod maxsim;
 mod pool;
+mod text;
 
 use pyo3::prelude::*;
 
@@ -36,6 +37,8 @@ mod _lemur_rs {
     use super::index::NativeIndex;
     #[pymodule_export]
     use super::maxsim::NativeMaxSim;
+    #[pymodule_export]
+    use super::text::{NativeTextEncoder, NativeTextIndex};
 
     /// The version of the Rust crates this module was built from.
     #[pymodule_export]

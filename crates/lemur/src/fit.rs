@@ -127,6 +127,11 @@ impl WeightSolver {
         }
     }
 
+    /// Width of the features the rows it fits are for (`h`).
+    pub fn feature_dim(&self) -> usize {
+        self.feature_dim
+    }
+
     /// The token sample (`[s, d]`) the solver was built from.
     pub fn sample_tokens(&self) -> &[f32] {
         &self.sample_tokens

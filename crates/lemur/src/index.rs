@@ -281,6 +281,23 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         self.fit_rows(&documents)
     }
 
+    /// Gives an index assembled from parts (an imported model) the solver
+    /// that fits rows of `W` for new documents, and its target
+    /// normalisation: [`Index::add_documents`] and [`Index::fit_weights`]
+    /// then work as on an index built in Rust. The solver must come from
+    /// this index's feature map.
+    pub fn set_solver(&mut self, solver: WeightSolver) -> Result<(), IndexError> {
+        if solver.feature_dim() != self.feature_dim() {
+            return Err(IndexError::WeightWidth {
+                weight_width: solver.feature_dim(),
+                feature_dim: self.feature_dim(),
+            });
+        }
+        self.target_norm = Some(solver.norm());
+        self.solver = Some(SolverState::Ready(Arc::new(solver)));
+        Ok(())
+    }
+
     /// Rows of `W` for `documents` from the index's solver, computing its
     /// pseudo-inverse the first time after a load.
     fn fit_rows(&mut self, documents: &MultiVectors<&[f32]>) -> Result<DocWeights, IndexError> {

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _arrays
+from . import _arrays, _original
 from .index import Index
 
 __all__ = ["Lemur"]
@@ -100,6 +100,14 @@ class Lemur:
             final_hidden_dim = hidden_dim
         self._like = train
         reused = None if force_retrain else self._reusable(tokens, counts, verbose)
+        if reused is None and not force_retrain and self._has_original():
+            learn_tokens = tokens if learn_pair is None else learn_pair[0]
+            reused = _original.load(
+                self.index_path, tokens, counts, learn_tokens, ols_sample_size, seed, num_threads
+            )
+            if verbose:
+                print(f"lemur_rs: imported the original LEMUR's model in {self.index_path}")
+            reused.save(self._native_dir())
         if reused is not None:
             self.index = reused
         else:
@@ -126,7 +134,7 @@ class Lemur:
                 **build_config,
             )
             if self.index_path is not None:
-                self.index.save(self.index_path)
+                self.index.save(self._native_dir())
         self.final_hidden_dim = self.index.feature_dim
         self.W = _arrays.like(self.index.W, train)
         return self
@@ -134,15 +142,10 @@ class Lemur:
     def _reusable(self, tokens: np.ndarray, counts: np.ndarray, verbose: bool) -> Index | None:
         """The index saved in ``index_path`` when it was built on a corpus
         of this shape (documents, tokens and width), else ``None``."""
-        if self.index_path is None or not (self.index_path / "CURRENT").exists():
+        if self.index_path is None or not (self._native_dir() / "CURRENT").exists():
             return None
-        index = Index.load(self.index_path)
-        config = index.build_config
-        same = (
-            len(index) == len(counts)
-            and index.dim == tokens.shape[1]
-            and config is not None
-        )
+        index = Index.load(self._native_dir())
+        same = len(index) == len(counts) and index.dim == tokens.shape[1]
         if not same:
             if verbose:
                 print(f"lemur_rs: {self.index_path} holds another corpus; training anew")
@@ -150,6 +153,16 @@ class Lemur:
         if verbose:
             print(f"lemur_rs: reusing the index in {self.index_path}")
         return index
+
+    def _native_dir(self) -> Path:
+        """Where the lemur-rs index lives: ``index_path``, or beside the
+        original's files in ``index_path/lemur-rs``."""
+        assert self.index_path is not None
+        return self.index_path / "lemur-rs" if self._has_original() else self.index_path
+
+    def _has_original(self) -> bool:
+        """Whether ``index_path`` holds the original LEMUR's saved model."""
+        return self.index_path is not None and (self.index_path / "mlp.pt").exists()
 
     def _fitted(self) -> Index:
         if self.index is None:
