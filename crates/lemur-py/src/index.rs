@@ -269,6 +269,14 @@ impl NativeIndex {
         num_threads: i64,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let (values, counts) = self.token_sets(&tokens, &counts, "")?;
+        // The feature map takes any numbers; a query's NaN must not become
+        // its features.
+        if let Some(position) = values.iter().position(|v| !v.is_finite()) {
+            return Err(value_error(format!(
+                "tokens: value {position} is {} (not finite)",
+                values[position]
+            )));
+        }
         let guard = self.read()?;
         let feature_map = feature_map(&guard);
         let mut offsets = Vec::with_capacity(counts.len() + 1);
@@ -382,7 +390,7 @@ impl NativeIndex {
 impl NativeIndex {
     /// Token sets for this index (`{prefix}tokens` `[n_tokens, d]` split by
     /// `{prefix}counts`): as wide as its tokens, the counts adding up to
-    /// the rows, every value finite.
+    /// the rows. (The engine checks the values of what it keeps.)
     fn token_sets<'a>(
         &self,
         tokens: &'a PyReadonlyArray2<'_, f32>,
@@ -405,13 +413,6 @@ impl NativeIndex {
         if total != Some(n_rows) {
             return Err(value_error(format!(
                 "{prefix}counts do not add up to the {n_rows} rows of {prefix}tokens"
-            )));
-        }
-        if let Some(position) = tokens.values.iter().position(|v| !v.is_finite()) {
-            return Err(value_error(format!(
-                "{prefix}tokens: row {} holds {} (not finite)",
-                position / dim,
-                tokens.values[position]
             )));
         }
         Ok((tokens.values, counts))
