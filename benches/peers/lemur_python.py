@@ -7,7 +7,9 @@ Run in a virtual environment outside the repository that has torch, numpy, the
 original's package (`pip install` of github.com/ejaasaari/lemur at 434860b) and the
 lemur_rs wheel (`cargo xtask wheel`):
 
-    python benches/peers/lemur_python.py DATA [--epochs 10] [--threads 1 2]
+    python benches/peers/lemur_python.py DATA [--epochs 10] [--threads 1 2] [--k-candidates 200]
+
+or on dev-cacm's MiniLM token vectors (benches/peers/cacm_tokens.py).
 
 For each implementation it runs the original README's flow with the same keywords:
 `fit`, then `compute_features` + `feats @ W.T` + `torch.topk(k')` + `rerank_subset`
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-K, K_CANDIDATES, SINGLE = 10, 200, 200
+K, SINGLE = 10, 200
 
 
 def load(data):
@@ -53,9 +55,9 @@ def recall(found, truth):
     return float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth)]))
 
 
-def readme_flow(lemur, ms, queries, query_counts, threads):
+def readme_flow(lemur, ms, queries, query_counts, threads, k_candidates):
     feats = lemur.compute_features((queries, query_counts))
-    cand = torch.topk(feats @ lemur.W.T, K_CANDIDATES, dim=1).indices
+    cand = torch.topk(feats @ lemur.W.T, k_candidates, dim=1).indices
     cand_np = np.ascontiguousarray(cand.cpu().numpy().astype(np.int32))
     return ms.rerank_subset(queries, query_counts, K, cand_np, num_threads=threads)
 
@@ -63,7 +65,7 @@ def readme_flow(lemur, ms, queries, query_counts, threads):
 def single_latency(run, queries, query_counts):
     offsets = np.concatenate([[0], np.cumsum(query_counts)])
     times = []
-    for q in range(SINGLE):
+    for q in range(min(SINGLE, len(query_counts))):
         one = queries[offsets[q] : offsets[q + 1]]
         one_count = query_counts[q : q + 1]
         start = time.perf_counter()
@@ -89,12 +91,15 @@ def measure(name, data, args, tensors, truth):
     print(f"{name}: fit {fit_seconds:.1f} s (epochs {args.epochs})", flush=True)
     for threads in args.threads:
         torch.set_num_threads(threads)
-        readme_flow(lemur, ms, queries[:320], query_counts[:10], threads)
+        warm = int(query_counts[:10].sum())
+        readme_flow(lemur, ms, queries[:warm], query_counts[:10], threads, args.k_candidates)
         start = time.perf_counter()
-        found = readme_flow(lemur, ms, queries, query_counts, threads)
+        found = readme_flow(lemur, ms, queries, query_counts, threads, args.k_candidates)
         batch = time.perf_counter() - start
         single = single_latency(
-            lambda q, c: readme_flow(lemur, ms, q, c, threads), queries, query_counts
+            lambda q, c: readme_flow(lemur, ms, q, c, threads, args.k_candidates),
+            queries,
+            query_counts,
         )
         print(
             f"{name} README flow, {threads}t: batch of {len(query_counts)} {batch:.3f} s "
@@ -107,12 +112,12 @@ def measure(name, data, args, tensors, truth):
 
             index = Index.open(index_dir)
             np_queries, np_counts = queries.numpy(), query_counts.numpy()
-            index.search(np_queries[:320], np_counts[:10], num_threads=threads)
+            index.search(np_queries[:warm], np_counts[:10], num_threads=threads)
             start = time.perf_counter()
-            ids, _ = index.search(np_queries, np_counts, K, K_CANDIDATES, num_threads=threads)
+            ids, _ = index.search(np_queries, np_counts, K, args.k_candidates, num_threads=threads)
             batch = time.perf_counter() - start
             single = single_latency(
-                lambda q, c: index.search(q, c, K, K_CANDIDATES, num_threads=threads),
+                lambda q, c: index.search(q, c, K, args.k_candidates, num_threads=threads),
                 np_queries,
                 np_counts,
             )
@@ -131,6 +136,7 @@ def main():
     parser.add_argument("--train-docs", type=int, default=8192)
     parser.add_argument("--learn-rows", type=int, default=100000)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--k-candidates", type=int, default=200)
     parser.add_argument("--only", choices=["lemur", "lemur_rs"])
     args = parser.parse_args()
     arrays = load(args.data)

@@ -18,7 +18,8 @@ const CRATE: &str = "crates/lemur-py";
 /// The tools' environment: maturin, and zig for manylinux wheels.
 const TOOLS_VENV: &str = "target/python/tools";
 
-/// The test environment: NumPy and pytest, and the package under test.
+/// The test environment: NumPy, pytest, Qdrant's client and in-process
+/// engine, and the package under test.
 const TEST_VENV: &str = "target/python/test";
 
 /// Builds the release wheel (abi3, CPython >= 3.10, manylinux_2_28 through
@@ -59,7 +60,7 @@ pub(crate) fn test_python() -> Result<()> {
 
     let test_env = root().join(TEST_VENV);
     let _ = fs::remove_dir_all(&test_env);
-    let python = venv(TEST_VENV, &["test.txt"])?;
+    let python = venv(TEST_VENV, &["test.txt", "qdrant.txt"])?;
     let mut install = Command::new(python_in(&python));
     install.args(["-m", "pip", "install", "--no-deps", "--no-index", "--quiet"]);
     install.arg(&built);

@@ -229,19 +229,63 @@ impl NativeIndex {
     /// file, committed atomically); returns how many were deleted. Unknown
     /// or already deleted ids are an error and nothing is deleted.
     fn delete(&self, py: Python<'_>, ids: PyReadonlyArray1<'_, i64>) -> PyResult<usize> {
-        let ids: Vec<u32> = ids
-            .as_array()
-            .iter()
-            .map(|&id| {
-                u32::try_from(id).map_err(|_| value_error(format!("{id} is not a document id")))
-            })
-            .collect::<PyResult<_>>()?;
+        let ids = document_ids(&ids)?;
         py.detach(|| match &mut *self.write()? {
             Stored::Directory(index) => index.delete_documents(&ids).map_err(index_error),
             Stored::Memory(_) => Err(value_error(
                 "documents are deleted from an index directory: save this index and open it with Index.open",
             )),
         })
+    }
+
+    /// The ids of every live document, increasing: positions for an index
+    /// in memory, stable ids for a directory.
+    fn ids<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        let ids: Vec<i64> = match &*self.read()? {
+            Stored::Memory(index) => (0..index.len() as i64).collect(),
+            Stored::Directory(index) => index.ids().into_iter().map(i64::from).collect(),
+        };
+        Ok(ids.into_pyarray(py))
+    }
+
+    /// Documents as stored, by id: their rows of `W` (`[n, h]`), their f32
+    /// tokens (`[n_tokens, d]`) and tokens per document, for exporting the
+    /// index to another engine. An unknown or deleted id is an error.
+    fn documents<'py>(
+        &self,
+        py: Python<'py>,
+        ids: PyReadonlyArray1<'_, i64>,
+    ) -> PyResult<StoredDocuments<'py>> {
+        let ids = document_ids(&ids)?;
+        let guard = self.read()?;
+        let map = feature_map(&guard);
+        let (h, d) = (map.output_dim(), map.input_dim());
+        let (mut weights, mut tokens) = (Vec::with_capacity(ids.len() * h), Vec::new());
+        let mut counts = Vec::with_capacity(ids.len());
+        for &id in &ids {
+            let (row, document) = match &*guard {
+                Stored::Memory(index) if (id as usize) < index.len() => (
+                    index.weights().row(id as usize),
+                    index.corpus().get(id as usize),
+                ),
+                Stored::Memory(_) => {
+                    return Err(index_error(lemur::IndexError::UnknownDocument { id }));
+                }
+                Stored::Directory(index) => {
+                    let document = index.document(id).map_err(index_error)?;
+                    (document.weights, document.tokens)
+                }
+            };
+            weights.extend_from_slice(row);
+            tokens.extend_from_slice(document);
+            counts.push((document.len() / d) as i64);
+        }
+        let n_tokens = tokens.len() / d;
+        Ok((
+            matrix(py, weights, ids.len(), h),
+            matrix(py, tokens, n_tokens, d),
+            counts.into_pyarray(py),
+        ))
     }
 
     /// Merges an opened directory's segments and drops deleted documents;
@@ -434,6 +478,21 @@ impl NativeIndex {
     fn write(&self) -> PyResult<RwLockWriteGuard<'_, Stored>> {
         self.stored.write().map_err(|_| poisoned("index"))
     }
+}
+
+/// Rows of `W`, tokens and tokens per document, as NumPy arrays.
+type StoredDocuments<'py> = (
+    Bound<'py, PyArray2<f32>>,
+    Bound<'py, PyArray2<f32>>,
+    Bound<'py, PyArray1<i64>>,
+);
+
+/// Document ids as `u32`, refusing any that cannot be one.
+fn document_ids(ids: &PyReadonlyArray1<'_, i64>) -> PyResult<Vec<u32>> {
+    ids.as_array()
+        .iter()
+        .map(|&id| u32::try_from(id).map_err(|_| value_error(format!("{id} is not a document id"))))
+        .collect()
 }
 
 /// One learned block as Python hands it over: the Linear weight

@@ -90,6 +90,12 @@ impl NativeTextEncoder {
         Ok(token_sets(py, &vectors))
     }
 
+    /// The directory the model was loaded from, made absolute.
+    #[getter]
+    fn model_dir(&self) -> Option<PathBuf> {
+        self.encoder.model_dir().map(PathBuf::from)
+    }
+
     /// Width of the token vectors.
     #[getter]
     fn token_dim(&self) -> usize {

@@ -88,6 +88,10 @@ def test_text_index_finds_saves_and_removes(minilm, tmp_path):
     index.save(tmp_path / "texts")
     opened = TextIndex.open(tmp_path / "texts", model=minilm)
     assert opened.search(["how does the knight move"], k=1)[0][0][0] == "knight"
+    # The index records the directory its encoder came from.
+    assert minilm.model_dir == MINILM
+    reopened = TextIndex.open(tmp_path / "texts")
+    assert reopened.search("which moons does Mars have", k=2) == hits
     assert opened.remove("knight") and not opened.remove("knight")
     assert all(hit[0] != "knight" for hit in opened.search("how does the knight move", k=3))
     with pytest.raises(ValueError, match="top_k"):

@@ -1,7 +1,7 @@
 //! [`TextEncoder`]: raw text to sentence embeddings and to per-token
 //! multi-vectors.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use lemur_maxsim::MultiVectors;
 use rayon::prelude::*;
@@ -93,6 +93,8 @@ pub struct TextEncoder {
     max_seq_len: usize,
     /// The ColBERT head and settings of a PyLate or Stanford model.
     colbert: Option<Colbert>,
+    /// The directory the model was loaded from, made absolute.
+    model_dir: Option<PathBuf>,
 }
 
 /// The encoder's output for one batch of texts: hidden states of every
@@ -156,6 +158,7 @@ impl TextEncoder {
         let mut encoder = Self::from_parts(tokenizer, model, sentence.max_seq_length)
             .map_err(|message| TextError::config(&config_path, message))?;
         encoder.colbert = colbert;
+        encoder.model_dir = Some(std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()));
         Ok(encoder)
     }
 
@@ -196,7 +199,14 @@ impl TextEncoder {
             model,
             max_seq_len,
             colbert: None,
+            model_dir: None,
         })
+    }
+
+    /// The directory [`TextEncoder::from_dir`] loaded the model from (as
+    /// an absolute path); `None` for [`TextEncoder::from_bytes`].
+    pub fn model_dir(&self) -> Option<&Path> {
+        self.model_dir.as_deref()
     }
 
     /// The ColBERT settings, when the model is a ColBERT model.

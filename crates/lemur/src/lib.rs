@@ -86,7 +86,7 @@ pub use lemur_maxsim::{AlignedVec, Isa, Level, MultiVectors, Pages};
 pub use lemur_mlp::{Activation, FeatureMap};
 pub use persist::{MappedIndex, current_generation};
 pub use precision::{Precision, TokenPrecision, WeightPrecision};
-pub use segments::{SegmentInfo, SegmentedIndex};
+pub use segments::{SegmentInfo, SegmentedIndex, StoredDocument};
 pub use storage::{StorageConfig, TokenCodec, WeightCodec};
 #[cfg(feature = "text")]
 pub use text_index::{TextIndex, TextIndexConfig, TextIndexError, TextIndexStats};

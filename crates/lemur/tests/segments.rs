@@ -227,8 +227,36 @@ fn compaction_keeps_ids_and_results_and_frees_deleted_documents() {
     segmented.delete_documents(&doomed).unwrap();
     let before = search(&segmented, TOTAL);
     let live = segmented.len();
+    let live_ids: Vec<u32> = (0..TOTAL as u32).filter(|id| id % 7 != 3).collect();
+    assert_eq!(segmented.ids(), live_ids);
+    let stored = |index: &SegmentedIndex| -> Vec<(Vec<f32>, Vec<f32>)> {
+        live_ids
+            .iter()
+            .map(|&id| {
+                let document = index.document(id).unwrap();
+                assert_eq!(document.id, id);
+                (document.weights.to_vec(), document.tokens.to_vec())
+            })
+            .collect()
+    };
+    let documents = stored(&segmented);
+    // Every stored document is the corpus document of its id, whichever
+    // segment holds it.
+    for (&id, (weights, tokens)) in live_ids.iter().zip(&documents) {
+        assert_eq!(weights.len(), segmented.feature_dim());
+        assert_eq!(
+            tokens,
+            corpus().chunk(id as usize..id as usize + 1).tokens()
+        );
+    }
+    assert!(matches!(
+        segmented.document(3),
+        Err(IndexError::UnknownDocument { id: 3 })
+    ));
 
     assert!(segmented.compact().unwrap());
+    assert_eq!(segmented.ids(), live_ids);
+    assert_eq!(stored(&segmented), documents);
     assert_eq!((segmented.n_segments(), segmented.n_deleted()), (1, 0));
     assert_eq!(segmented.len(), live);
     assert_eq!(search(&segmented, TOTAL), before);

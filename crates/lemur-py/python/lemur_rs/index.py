@@ -107,6 +107,16 @@ class Index:
         """Merges an opened directory's segments, dropping deleted documents."""
         return self._native.compact(_arrays.threads(num_threads))
 
+    def ids(self) -> np.ndarray:
+        """The ids of every live document, ``int64``, increasing."""
+        return self._native.ids()
+
+    def documents(self, ids: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Documents as stored, by id: ``(W rows [n, h], tokens [n_tokens,
+        d], tokens per document)``, ``float32`` and ``int64``; an unknown or
+        deleted id is a ``ValueError``."""
+        return self._native.documents(_arrays.ids(ids, "ids").reshape(-1))
+
     def query_features(self, query_tokens: Any, query_counts: Any, num_threads: int = -1) -> Any:
         """Query features ``[n_queries, h]``: each query's summed token
         features over 32, the original's ``compute_features``."""

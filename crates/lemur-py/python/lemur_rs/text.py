@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -69,6 +70,12 @@ class TextEncoder:
         return self._native.encode_tokens(texts, bool(is_query), _arrays.threads(num_threads))
 
     @property
+    def model_dir(self) -> Path | None:
+        """The directory the model was loaded from (absolute)."""
+        path = self._native.model_dir
+        return None if path is None else Path(path)
+
+    @property
     def token_dim(self) -> int:
         """Width of the token vectors."""
         return self._native.token_dim
@@ -108,8 +115,8 @@ class TextIndex:
         model: str | os.PathLike[str] | TextEncoder | None = None,
     ) -> "TextIndex":
         """Opens a saved index with ``model``, or without it with the model
-        directory the index records (one ``lemur text index`` made; an index
-        made here from a ``TextEncoder`` records none)."""
+        directory the index records (the directory its encoder was loaded
+        from)."""
         if model is None:
             model = _NativeTextIndex.saved_model_dir(os.fspath(path))
             if model is None:

@@ -146,6 +146,17 @@ pub struct SegmentInfo {
     pub graph: bool,
 }
 
+/// One live document of a [`SegmentedIndex`] as stored.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoredDocument<'a> {
+    /// Its stable id.
+    pub id: u32,
+    /// Its row of `W`, `h` wide.
+    pub weights: &'a [f32],
+    /// Its token vectors, `[n_tokens, d]` row-major, in f32.
+    pub tokens: &'a [f32],
+}
+
 /// An index directory of one or more segments, with stable document ids,
 /// deletions and compaction (see the module documentation).
 ///
@@ -292,6 +303,31 @@ impl SegmentedIndex {
     /// Whether document `id` is live.
     pub fn contains(&self, id: u32) -> bool {
         self.locate(id).is_some()
+    }
+
+    /// The ids of every live document, increasing.
+    pub fn ids(&self) -> Vec<u32> {
+        self.segments
+            .iter()
+            .flat_map(|segment| {
+                (0..segment.index.len() as u32)
+                    .filter(|&position| !segment.is_deleted(position))
+                    .map(|position| segment.ids.id(position))
+            })
+            .collect()
+    }
+
+    /// Live document `id` as stored: its row of `W` and its f32 tokens
+    /// (read from the memory-mapped files whatever the segment searches
+    /// on), for exporting an index to another engine.
+    pub fn document(&self, id: u32) -> Result<StoredDocument<'_>, IndexError> {
+        let (s, position) = self.locate(id).ok_or(IndexError::UnknownDocument { id })?;
+        let index = &self.segments[s].index;
+        Ok(StoredDocument {
+            id,
+            weights: index.weights().row(position as usize),
+            tokens: index.corpus().get(position as usize),
+        })
     }
 
     /// The segment and position of live document `id`.

@@ -147,12 +147,14 @@ pub struct TextIndex {
 }
 
 impl TextIndex {
-    /// An empty index that encodes with `encoder`.
+    /// An empty index that encodes with `encoder`. The directory the
+    /// encoder was loaded from, if any, is saved with the index, so tools
+    /// can reopen it without being told the model again.
     pub fn new(encoder: Arc<TextEncoder>, config: TextIndexConfig) -> Result<Self, TextIndexError> {
         check_config(&config)?;
         Ok(TextIndex {
+            model_dir: encoder.model_dir().map(Path::to_path_buf),
             encoder,
-            model_dir: None,
             config,
             doc_ids: Vec::new(),
             positions: HashMap::new(),
@@ -163,18 +165,12 @@ impl TextIndex {
         })
     }
 
-    /// An empty index with the encoder in the model directory `model_dir`,
-    /// whose path is saved with the index (so tools can reopen it without
-    /// being told the model again).
+    /// An empty index with the encoder in the model directory `model_dir`.
     pub fn from_model_dir(
         model_dir: impl AsRef<Path>,
         config: TextIndexConfig,
     ) -> Result<Self, TextIndexError> {
-        let dir = model_dir.as_ref();
-        let encoder = Arc::new(TextEncoder::from_dir(dir)?);
-        let mut index = Self::new(encoder, config)?;
-        index.model_dir = Some(std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()));
-        Ok(index)
+        Self::new(Arc::new(TextEncoder::from_dir(model_dir)?), config)
     }
 
     /// The encoder.
