@@ -144,6 +144,8 @@ pub(crate) fn dispatch(command: Command, out: &Output) -> Result<()> {
         Command::Demo { docs } => demo(docs, out),
         #[cfg(feature = "text")]
         Command::Text(command) => crate::text::dispatch(command, out),
+        #[cfg(feature = "qdrant")]
+        Command::Qdrant(command) => crate::qdrant::dispatch(command, out),
     }
 }
 
@@ -445,7 +447,7 @@ fn first_stage(index: &mut SegmentedIndex, config: &FirstStageConfig, out: &Outp
     Ok(())
 }
 
-fn write_run(hits: &[Vec<Hit>], writer: &mut dyn Write) -> std::io::Result<()> {
+pub(crate) fn write_run(hits: &[Vec<Hit>], writer: &mut dyn Write) -> std::io::Result<()> {
     for (query, hits) in hits.iter().enumerate() {
         for hit in hits {
             writeln!(writer, "{query}\t{}\t{}", hit.doc, hit.score)?;

@@ -6,6 +6,8 @@
 mod commands;
 mod eval;
 mod progress;
+#[cfg(feature = "qdrant")]
+mod qdrant;
 #[cfg(feature = "text")]
 mod text;
 
@@ -179,6 +181,10 @@ enum Command {
     #[cfg(feature = "text")]
     #[command(subcommand)]
     Text(text::TextCommand),
+    /// Past one machine: export an index into a Qdrant collection, search it there.
+    #[cfg(feature = "qdrant")]
+    #[command(subcommand)]
+    Qdrant(qdrant::QdrantCommand),
 }
 
 /// `--precision`: the `lemur::Precision` presets by name.

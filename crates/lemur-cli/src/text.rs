@@ -8,14 +8,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use indicatif::{ProgressBar, ProgressStyle};
 use lemur::io::{save_matrix, save_multivectors, write_atomically};
 use lemur::text::{EncodeOptions, TextEncoder, TokenOptions};
 use lemur::{TextIndex, TextIndexConfig};
 use serde_json::{Value, json};
 
 use crate::commands::Output;
-use crate::progress::{StageBars, spinner};
+use crate::progress::{StageBars, count_bar, spinner};
 
 /// The text subcommands.
 #[derive(Debug, Subcommand)]
@@ -184,19 +183,6 @@ fn load_encoder(model: &Path, quiet: bool) -> Result<TextEncoder> {
         .with_context(|| format!("cannot load model {}", model.display()))?;
     bar.finish_and_clear();
     Ok(encoder)
-}
-
-fn count_bar(quiet: bool, total: usize, prefix: &str) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(total as u64);
-    let style = ProgressStyle::with_template("{prefix:>12} [{bar:40}] {pos}/{len} ({elapsed})")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
-    bar.set_style(style);
-    bar.set_prefix(prefix.to_owned());
-    bar
 }
 
 fn encode(

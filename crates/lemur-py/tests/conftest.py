@@ -68,6 +68,18 @@ def exact_top_k(corpus: Corpus, k: int):
     return np.array(ids), np.array(scores)
 
 
+def assert_same_hits(found, expected):
+    """``(ids, scores)`` against ``expected``: scores within 1e-4, ids equal
+    except where two expected scores tie."""
+    (ids, scores), (want_ids, want_scores) = found, expected
+    np.testing.assert_allclose(scores, want_scores, atol=1e-4)
+    for q in range(len(ids)):
+        for got, want, score in zip(ids[q], want_ids[q], want_scores[q]):
+            if got != want:
+                ties = np.abs(np.asarray(want_scores[q]) - score) < 1e-5
+                assert ties.sum() > 1, (q, ids[q], want_ids[q])
+
+
 def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)]))
 

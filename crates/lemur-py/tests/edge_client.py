@@ -51,6 +51,11 @@ def _edge_vector_params(params: models.VectorParams) -> edge.EdgeVectorParams:
     )
 
 
+def _vector(query: Any) -> Any:
+    """The vector of a query given as a vector or a ``NearestQuery``."""
+    return getattr(query, "nearest", query)
+
+
 def _edge_params(params: models.SearchParams | None) -> edge.SearchParams | None:
     if params is None:
         return None
@@ -134,17 +139,22 @@ class EdgeClient:
         collection = self.collections[collection_name]
         responses = []
         for request in requests:
+            # A request converted from gRPC holds a list of prefetches and
+            # NearestQuery objects where qdrant-client's own holds one and
+            # plain vectors.
             prefetch = request.prefetch
+            if isinstance(prefetch, list):
+                (prefetch,) = prefetch
             query = edge.QueryRequest(
                 limit=request.limit,
                 prefetches=[
                     edge.Prefetch(
                         limit=prefetch.limit,
-                        query=edge.Query.Nearest(prefetch.query, using=prefetch.using),
+                        query=edge.Query.Nearest(_vector(prefetch.query), using=prefetch.using),
                         params=_edge_params(prefetch.params),
                     )
                 ],
-                query=edge.Query.Nearest(request.query, using=request.using),
+                query=edge.Query.Nearest(_vector(request.query), using=request.using),
                 with_payload=bool(request.with_payload),
             )
             # Every shard answers with its own k best of its own k'

@@ -13,7 +13,7 @@ import pytest
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
-from conftest import make_corpus
+from conftest import assert_same_hits, make_corpus
 from edge_client import EdgeClient
 from lemur_rs import Index
 from lemur_rs import qdrant
@@ -36,17 +36,6 @@ def opened(small, tmp_path):
     index = Index.open(tmp_path / "index")
     index.add(*small.documents(range(300, 400)))
     return index
-
-
-def assert_same_hits(found, expected):
-    """Ids equal, except where two hits' scores tie; scores within 1e-4."""
-    (ids, scores), (want_ids, want_scores) = found, expected
-    np.testing.assert_allclose(scores, want_scores, atol=1e-4)
-    for q in range(len(ids)):
-        for got, want, score in zip(ids[q], want_ids[q], want_scores[q]):
-            if got != want:
-                ties = np.abs(want_scores[q] - score) < 1e-5
-                assert ties.sum() > 1, (q, ids[q], want_ids[q])
 
 
 def merged(results, k):
