@@ -9,7 +9,7 @@
 //! [--projection-dim P] [--ef-construction E] [--refine-factor F]
 //! [--tokens f32|int8|int4]
 //! [--weights f32|int8] [--rescore-depth R] [--from DIR | --reuse]
-//! [--dir DIR] [--json OUT]`
+//! [--dir DIR] [--json OUT] [--export-queries DIR]`
 //!
 //! The corpus is `CorpusSpec::colbert_scale(N)` (d = 128, 16..=120 tokens,
 //! 68 on average; 32-token queries); every document is generated from
@@ -25,7 +25,9 @@
 //! stage again with them
 //! (`SegmentedIndex::rebuild_first_stage`, one commit that links every
 //! other file). `--refine-factor` is set on the opened index, so
-//! different factors need no new graph.
+//! different factors need no new graph. `--export-queries DIR` writes the
+//! run's queries (`queries.npy`, `query_counts.npy`) for other tools and
+//! exits.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -64,6 +66,7 @@ struct Args {
     reuse: bool,
     dir: PathBuf,
     json: Option<PathBuf>,
+    export_queries: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -84,6 +87,7 @@ fn parse_args() -> Result<Args, String> {
         reuse: false,
         dir: std::env::temp_dir().join("lemur-bench-scale"),
         json: None,
+        export_queries: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -119,6 +123,7 @@ fn parse_args() -> Result<Args, String> {
             "--reuse" => args.reuse = true,
             "--dir" => args.dir = PathBuf::from(value()?),
             "--json" => args.json = Some(PathBuf::from(value()?)),
+            "--export-queries" => args.export_queries = Some(PathBuf::from(value()?)),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -207,6 +212,16 @@ fn main() {
     let spec = CorpusSpec::colbert_scale(args.docs);
     let corpus = StreamedCorpus::new(&spec);
     let queries = corpus.queries(args.queries, QUERY_TOKENS, 7);
+    if let Some(dir) = &args.export_queries {
+        std::fs::create_dir_all(dir).expect("the export directory is made");
+        lemur::io::save_multivectors(
+            &queries,
+            dir.join("queries.npy"),
+            dir.join("query_counts.npy"),
+        )
+        .expect("the queries are written");
+        return;
+    }
     let warm_up = corpus.queries(WARM_UP_QUERIES, QUERY_TOKENS, 8);
     let threads = pool(args.threads);
 
