@@ -5,10 +5,12 @@
 //! document at `h = 2048`, most of a second per query at a million
 //! documents. This crate finds a short list instead:
 //!
-//! - [`Projection`] maps rows onto their leading principal axes (256 of
-//!   2048 by default): the centred rows' variance is concentrated, so a
-//!   short list ranked in the subspace holds nearly all of the true best
-//!   rows, and the caller settles the order on the full rows.
+//! - [`Projection`] maps rows onto 256 of 2048 axes by default: the
+//!   leading axes of a sample of the queries' directions
+//!   ([`Projection::fit_to_queries`]), where the scores are decided, or of
+//!   the rows themselves ([`Projection::fit`]). A short list ranked in the
+//!   subspace holds nearly all of the true best rows, and the caller
+//!   settles the order on the full rows.
 //! - [`Graph`] is a hierarchical navigable small-world graph with inner
 //!   product as the similarity, built deterministically in parallel
 //!   batches (the same rows, split into the same `add` calls, and seed

@@ -48,6 +48,18 @@ impl ProjectedGraph {
     /// The rows are projected 4096 at a time, so a build over
     /// memory-mapped rows holds one block of projections beside the graph.
     pub fn build(rows: &[f32], dim: usize, config: ProjectedConfig) -> Result<Self, AnnError> {
+        Self::build_for_queries(rows, dim, config, None)
+    }
+
+    /// [`ProjectedGraph::build`] with the axes fitted to a sample of
+    /// queries (`[s, dim]`) when one is given
+    /// ([`Projection::fit_to_queries`]), else to the rows.
+    pub fn build_for_queries(
+        rows: &[f32],
+        dim: usize,
+        config: ProjectedConfig,
+        queries: Option<&[f32]>,
+    ) -> Result<Self, AnnError> {
         let n = crate::check_rows(rows, dim)?;
         if n == 0 {
             return Err(AnnError::TooFewRows {
@@ -65,7 +77,12 @@ impl ProjectedGraph {
                 .flatten()
                 .copied()
                 .collect();
-            Projection::fit(&sample, dim, config.projection_dim)?
+            match queries {
+                Some(queries) => {
+                    Projection::fit_to_queries(&sample, queries, dim, config.projection_dim)?
+                }
+                None => Projection::fit(&sample, dim, config.projection_dim)?,
+            }
         };
         let mut built = ProjectedGraph {
             graph: Graph::new(projection.out_dim(), config.graph)?,

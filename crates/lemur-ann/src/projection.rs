@@ -8,9 +8,13 @@
 //! rows then settle: the graph is built and searched in it at an eighth
 //! of the bytes per row.
 //!
-//! The identity ([`Projection::identity`]: no axes) keeps the rows as
-//! they are, for a `W` whose energy no few hundred axes hold (a trained
-//! feature map's, see docs/SCALE.md).
+//! A trained `W` holds its variance in no few hundred axes, and the
+//! queries are nearly orthogonal to its leading ones, so
+//! [`Projection::fit_to_queries`] takes the axes of the queries'
+//! directions instead (a sample of token features, which every query
+//! feature is a sum of): there, the queries keep their energy and the
+//! score differences with them. The identity ([`Projection::identity`]:
+//! no axes) keeps the rows as they are.
 
 use lemur_mlp::gemm::matmul_a_bt;
 use lemur_mlp::pca::principal_axes;
@@ -46,6 +50,51 @@ impl Projection {
             return Err(AnnError::TooFewRows { rows: 0, axes: r });
         }
         let (mean, axes) = principal_axes(sample, dim, r).ok_or(AnnError::Svd)?;
+        if !axes.iter().chain(&mean).all(|v| v.is_finite()) {
+            return Err(AnnError::Svd);
+        }
+        Ok(Projection { mean, axes, dim })
+    }
+
+    /// The mean of `rows` (`[n, dim]`, `n >= 1`) and the `r` leading
+    /// axes of `queries` (`[s, dim]`, `s >= 1`) about the origin: the
+    /// subspace the queries' directions span, where their inner products
+    /// with the rows are decided. For a trained `W` this is the subspace
+    /// to keep: queries there hold little of the rows' variance (at 200k
+    /// documents, 0.2% of their energy lies on `W`'s 256 leading axes and
+    /// 99% on their own). Call it outside rayon tasks.
+    pub fn fit_to_queries(
+        rows: &[f32],
+        queries: &[f32],
+        dim: usize,
+        r: usize,
+    ) -> Result<Projection, AnnError> {
+        let n = crate::check_rows(rows, dim)?;
+        let s = crate::check_rows(queries, dim)?;
+        if r == 0 || r > dim {
+            return Err(AnnError::Config(format!(
+                "the projection needs 1 to {dim} axes, not {r}"
+            )));
+        }
+        if n == 0 || s == 0 {
+            return Err(AnnError::TooFewRows {
+                rows: n.min(s),
+                axes: r,
+            });
+        }
+        let mut mean = vec![0.0f64; dim];
+        for row in rows.chunks_exact(dim) {
+            mean.iter_mut()
+                .zip(row)
+                .for_each(|(m, &v)| *m += f64::from(v));
+        }
+        let mean: Vec<f32> = mean.iter().map(|&m| (m / n as f64) as f32).collect();
+        // The queries beside their negations have mean zero, so their
+        // principal axes are the queries' axes about the origin.
+        let mut both = Vec::with_capacity(2 * queries.len());
+        both.extend_from_slice(queries);
+        both.extend(queries.iter().map(|&v| -v));
+        let (_, axes) = principal_axes(&both, dim, r).ok_or(AnnError::Svd)?;
         if !axes.iter().chain(&mean).all(|v| v.is_finite()) {
             return Err(AnnError::Svd);
         }
@@ -186,6 +235,58 @@ mod tests {
         for (f, r) in full.iter().zip(&reduced) {
             assert!((f - r - shift).abs() < 1e-3, "{f} vs {r} + {shift}");
         }
+    }
+
+    #[test]
+    fn axes_fitted_to_queries_keep_their_scores_where_the_rows_axes_lose_them() {
+        // Rows vary widely along u and a little along v; queries point
+        // along v and w (a direction the rows share): the rows' leading
+        // axis (u) loses every score difference, the queries' two keep them.
+        let (u, v, w) = (
+            [1.0, 0.0, 0.0, 0.0, 0.0],
+            [0.0, 1.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0, 0.0],
+        );
+        let mut rows = Vec::new();
+        for i in 0..50 {
+            let (a, b) = ((i % 9) as f32 * 10.0 - 40.0, (i % 7) as f32 * 0.1 - 0.3);
+            rows.extend((0..5).map(|k| a * u[k] + b * v[k] + 0.5 * w[k]));
+        }
+        let queries: Vec<f32> = (0..8)
+            .flat_map(|i| {
+                let (c, e) = (1.0 + i as f32 * 0.25, 0.5 - i as f32 * 0.1);
+                (0..5).map(move |k| c * v[k] + e * w[k])
+            })
+            .collect();
+        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+        let spread = |projection: &Projection| -> f32 {
+            // The largest error of the projected score differences of one
+            // query against the true ones.
+            let query = &queries[..5];
+            let projected = projection.project_rows(&rows);
+            let q = projection.project_queries(query);
+            let r = projection.out_dim();
+            let reduced: Vec<f32> = projected.chunks_exact(r).map(|row| dot(row, &q)).collect();
+            let exact: Vec<f32> = rows.chunks_exact(5).map(|row| dot(row, query)).collect();
+            let shift = exact[0] - reduced[0];
+            exact
+                .iter()
+                .zip(&reduced)
+                .map(|(e, r)| (e - r - shift).abs())
+                .fold(0.0, f32::max)
+        };
+        let fitted = Projection::fit_to_queries(&rows, &queries, 5, 2).unwrap();
+        assert!(spread(&fitted) < 1e-3, "{}", spread(&fitted));
+        let of_rows = Projection::fit(&rows, 5, 1).unwrap();
+        assert!(spread(&of_rows) > 0.1);
+        assert!(matches!(
+            Projection::fit_to_queries(&rows, &[], 5, 2),
+            Err(AnnError::TooFewRows { .. })
+        ));
+        assert!(matches!(
+            Projection::fit_to_queries(&rows, &queries, 5, 6),
+            Err(AnnError::Config(_))
+        ));
     }
 
     #[test]

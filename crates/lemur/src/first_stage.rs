@@ -5,12 +5,13 @@
 use std::sync::Arc;
 
 use lemur_ann::{AnnError, GraphConfig, ProjectedConfig, ProjectedGraph};
+use lemur_mlp::FeatureMap;
 use lemur_topk::Hit as ScoredId;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::IndexError;
-use crate::index::Index;
+use crate::index::{Index, SolverState};
 use crate::shortlist::{Rows, rescore};
 
 /// When and how an index gets a graph first stage (part of
@@ -35,12 +36,13 @@ pub struct FirstStageConfig {
 
 impl Default for FirstStageConfig {
     /// No graph (`graph_min_docs = usize::MAX`): the exact scan, right at
-    /// any size. The graph is opt-in because its 256 principal axes suit
-    /// a random-feature `W` (98% of the exact scan's top 200 at 100k) but
-    /// not a trained one (at 1M a trained `W` keeps 36-39% of its energy
-    /// on them and the graph finds under 1% of the scan's candidates; see
-    /// docs/SCALE.md). Set `graph_min_docs` to use it: 256 axes, `M = 16`,
-    /// `ef_construction = 200`, refine factor 4.
+    /// any size. Set `graph_min_docs` to use it: 256 axes, `M = 16`,
+    /// `ef_construction = 200`, refine factor 4. An index built in Rust
+    /// fits the axes to its solver's token features (the queries'
+    /// directions): on a trained `W` at 200k documents the graph then
+    /// finds 93-97% of the exact scan's top 200 (refine factor 4-16;
+    /// `W`'s own axes found under 1% at 1M). It stays opt-in until it is
+    /// measured at 1M; see docs/SCALE.md.
     fn default() -> Self {
         FirstStageConfig {
             graph_min_docs: usize::MAX,
@@ -126,10 +128,12 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         config
             .validate()
             .map_err(|reason| IndexError::FirstStage(AnnError::Config(reason)))?;
-        let graph = ProjectedGraph::build(
+        let queries = query_directions(&self.feature_map, self.solver.as_ref());
+        let graph = ProjectedGraph::build_for_queries(
             self.weights.values(),
             self.feature_dim(),
             config.projected(),
+            queries.as_deref(),
         )?;
         Ok(Some(GraphStage {
             graph,
@@ -207,4 +211,31 @@ impl<T: AsRef<[f32]> + Sync> Index<T> {
         };
         rescore(&lists, batch, rows, h, self.len(), n_candidates)
     }
+}
+
+/// The features of the solver's token sample (`[s, h]`), the directions
+/// every query feature is a sum of, for the graph's axes
+/// ([`lemur_ann::Projection::fit_to_queries`]); `None` for an index
+/// without a solver (imported), whose graph takes `W`'s own axes.
+pub(crate) fn query_directions(
+    feature_map: &FeatureMap,
+    solver: Option<&SolverState>,
+) -> Option<Vec<f32>> {
+    let tokens: &[f32] = match solver? {
+        SolverState::Ready(solver) => solver.sample_tokens(),
+        SolverState::Saved { sample, .. } => sample,
+    };
+    token_features(feature_map, tokens)
+}
+
+/// The features of single tokens (`[n, d]`): `[n, h]`, or `None` for none.
+pub(crate) fn token_features(feature_map: &FeatureMap, tokens: &[f32]) -> Option<Vec<f32>> {
+    let n = tokens.len() / feature_map.input_dim();
+    if n == 0 {
+        return None;
+    }
+    let offsets: Vec<usize> = (0..=n).collect();
+    let mut features = vec![0.0; n * feature_map.output_dim()];
+    feature_map.query_features(tokens, &offsets, &mut features, true);
+    Some(features)
 }

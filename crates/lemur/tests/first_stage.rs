@@ -190,3 +190,26 @@ fn a_corrupt_or_inconsistent_graph_is_a_typed_error() {
         other => panic!("expected a checksum error, got {other:?}"),
     }
 }
+
+#[test]
+fn the_graphs_axes_hold_the_query_features() {
+    // Built in Rust, the graph's axes are fitted to the features of the
+    // solver's token sample, the directions queries are sums of, so the
+    // queries' features keep their energy in the subspace; `W`'s own
+    // leading axes keep less of it.
+    let index = with_graph();
+    let projection = index.first_stage_graph().unwrap().projection();
+    let features = index.query_features(&queries());
+    let h = index.feature_dim();
+    let kept = |projection: &lemur::ann::Projection| -> f64 {
+        let projected = projection.project_queries(&features);
+        let energy = |v: &[f32]| v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>();
+        energy(&projected) / energy(&features)
+    };
+    let of_rows = lemur::ann::Projection::fit(index.weights().values(), h, 64).unwrap();
+    let (fitted, rows) = (kept(projection), kept(&of_rows));
+    assert!(
+        fitted > 0.9 && fitted > rows,
+        "queries keep {fitted} of their energy ({rows} on W's axes)"
+    );
+}

@@ -19,6 +19,7 @@ use lemur_io::StoreWriter;
 use super::builder::{BuildError, BuildReport, IndexBuilder, Stage, checked_learn_tokens};
 use super::source::DocumentSource;
 use crate::IndexError;
+use crate::first_stage::token_features;
 use crate::fit::WeightSolver;
 use crate::index::{Index, SolverState};
 use crate::persist::{MappedIndex, ModelParts};
@@ -83,6 +84,9 @@ impl IndexBuilder<'_> {
         let compress = n_docs >= c.storage.compress_min_docs
             && (c.storage.tokens != TokenCodec::F32 || c.storage.weights != WeightCodec::F32);
         let with_graph = n_docs >= c.first_stage.graph_min_docs;
+        let directions = with_graph
+            .then(|| token_features(&trained.feature_map, solver.sample_tokens()))
+            .flatten();
         let mut sink = SegmentSink::new(
             &mut writer,
             "",
@@ -90,6 +94,7 @@ impl IndexBuilder<'_> {
             h,
             compress.then_some(c.storage),
             with_graph.then_some(c.first_stage),
+            directions,
         )?;
         let mut fit_time = Duration::ZERO;
         let block_docs = c.block_docs;

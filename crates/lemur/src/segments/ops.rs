@@ -12,7 +12,7 @@ use super::sink::SegmentSink;
 use super::{Deleted, SegmentIds, SegmentedIndex};
 use crate::build::{BuildConfig, DocumentSource};
 use crate::error::IndexError;
-use crate::first_stage::FirstStageConfig;
+use crate::first_stage::{FirstStageConfig, query_directions};
 use crate::fit::WeightSolver;
 use crate::index::SolverState;
 use crate::persist::{
@@ -63,7 +63,9 @@ impl SegmentedIndex {
             .as_ref()
             .map(|compressed| compressed.config());
         let graph = (n >= config.first_stage.graph_min_docs).then_some(config.first_stage);
-        let mut sink = SegmentSink::new(&mut writer, &prefix, dim, h, storage, graph)?;
+        let directions = graph
+            .and_then(|_| query_directions(&self.model.feature_map, self.model.solver.as_ref()));
+        let mut sink = SegmentSink::new(&mut writer, &prefix, dim, h, storage, graph, directions)?;
         for start in (0..n).step_by(config.block_docs) {
             let block = added.documents(start..(start + config.block_docs).min(n))?;
             let rows = DocWeights::new(solver.fit(&block), block.len(), h)?;
@@ -239,7 +241,9 @@ impl SegmentedIndex {
         let graph = (live >= config.first_stage.graph_min_docs).then_some(config.first_stage);
         let (dim, h) = (self.dim(), self.feature_dim());
         let (_, mut writer) = self.begin()?;
-        let mut sink = SegmentSink::new(&mut writer, "", dim, h, storage, graph)?;
+        let directions = graph
+            .and_then(|_| query_directions(&self.model.feature_map, self.model.solver.as_ref()));
+        let mut sink = SegmentSink::new(&mut writer, "", dim, h, storage, graph, directions)?;
         let mut ids: Vec<u32> = Vec::with_capacity(live);
         for segment in &self.segments {
             let index = &segment.index;

@@ -21,6 +21,9 @@ pub(crate) struct SegmentSink {
     width: usize,
     storage: Option<StorageConfig>,
     first_stage: Option<FirstStageConfig>,
+    /// What the graph's axes are fitted to (see
+    /// `first_stage::query_directions`); `None`: the first block's rows.
+    query_directions: Option<Vec<f32>>,
     compressed: Option<Compressed>,
     graph: Option<ProjectedGraph>,
     compress_time: Duration,
@@ -41,8 +44,8 @@ pub(crate) struct SinkOutput {
 impl SegmentSink {
     /// Starts the arrays `<prefix>W` (`[n, width]`) and `<prefix>tokens`
     /// (`[n_tokens, dim]`). With `storage`, the segment keeps compressed
-    /// forms; with `first_stage`, a graph whose axes come from the first
-    /// block's rows.
+    /// forms; with `first_stage`, a graph whose axes are fitted to
+    /// `query_directions` (else to the first block's rows).
     pub(crate) fn new(
         writer: &mut StoreWriter,
         prefix: &str,
@@ -50,6 +53,7 @@ impl SegmentSink {
         width: usize,
         storage: Option<StorageConfig>,
         first_stage: Option<FirstStageConfig>,
+        query_directions: Option<Vec<f32>>,
     ) -> Result<SegmentSink, IndexError> {
         Ok(SegmentSink {
             weight_file: writer.stream_f32(&format!("{prefix}W"), &[width])?,
@@ -58,6 +62,7 @@ impl SegmentSink {
             width,
             storage,
             first_stage,
+            query_directions,
             compressed: None,
             graph: None,
             compress_time: Duration::ZERO,
@@ -90,7 +95,12 @@ impl SegmentSink {
         if let Some(config) = &self.first_stage {
             match &mut self.graph {
                 None => {
-                    self.graph = Some(ProjectedGraph::build(rows, self.width, config.projected())?)
+                    self.graph = Some(ProjectedGraph::build_for_queries(
+                        rows,
+                        self.width,
+                        config.projected(),
+                        self.query_directions.as_deref(),
+                    )?)
                 }
                 Some(graph) => {
                     graph.add(rows)?;
