@@ -77,12 +77,11 @@ class EdgeCollection:
 @dataclass
 class EdgeClient:
     """The ``QdrantClient`` calls ``lemur_rs.qdrant`` makes, on edge shards
-    under ``root``; ``shards`` is the shard count of collections it creates
-    when asked for one (a server would spread them over its nodes)."""
+    under ``root`` (``shard_number`` of them per collection, where a server
+    would spread them over its nodes)."""
 
     root: Path
     collections: dict[str, EdgeCollection] = field(default_factory=dict)
-    shard_numbers: list[int] = field(default_factory=list)
 
     def collection_exists(self, collection_name: str) -> bool:
         return collection_name in self.collections
@@ -97,7 +96,6 @@ class EdgeClient:
             path.mkdir(parents=True)
             shards.append(edge.EdgeShard.create(str(path), config))
         self.collections[collection_name] = EdgeCollection(dict(vectors_config), shards)
-        self.shard_numbers.append(shard_number)
         return True
 
     def get_collection(self, collection_name: str) -> Any:

@@ -187,7 +187,6 @@ def test_an_unreachable_server_is_a_qdrant_error(opened):
     client = QdrantClient(url="http://127.0.0.1:9", timeout=1, check_compatibility=False)
     with pytest.raises(qdrant.QdrantError, match="after 2 tries"):
         qdrant.export(opened, client, "docs", retries=1, backoff=0.001)
-    assert isinstance(qdrant.QdrantError("x"), OSError)
 
 
 def test_a_live_server(small, opened):
