@@ -1,21 +1,25 @@
 //! `lemur qdrant ...`: an index exported into a Qdrant collection, and
-//! searched there.
+//! searched there. A text index directory is exported with its string ids
+//! and searched with query texts, as `lemur text search` searches it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use indicatif::ProgressBar;
+use lemur::TextIndex;
 use lemur::io::write_atomically;
 use lemur_qdrant::{
-    CollectionSpec, ExportOptions, QdrantCollection, RetryPolicy, SearchSpec, TokenStorage,
+    CollectionSpec, ExportOptions, QdrantCollection, QdrantError, RetryPolicy, SearchSpec,
+    TokenStorage,
 };
 use serde_json::json;
 
 use crate::commands::{Output, load_queries, open_segmented, write_run};
 use crate::progress::count_bar;
+use crate::text::{TextQueries, open_text_index, write_hits};
 
 /// Where the collection is.
 #[derive(Debug, clap::Args)]
@@ -65,10 +69,14 @@ pub(crate) enum TokensArg {
 #[derive(Debug, Subcommand)]
 pub(crate) enum QdrantCommand {
     /// Export an index's live documents into a collection (created if
-    /// missing, else checked); run again to resume.
+    /// missing, else checked); run again to resume, or to bring the
+    /// collection up to date (only missing or changed points are sent).
     Export {
-        /// The index directory.
+        /// The index directory (a text index too).
         index: PathBuf,
+        /// A text index's model directory (default: the one it records).
+        #[arg(long)]
+        model: Option<PathBuf>,
         #[command(flatten)]
         server: Server,
         /// Shards of a new collection.
@@ -89,22 +97,28 @@ pub(crate) enum QdrantCommand {
         /// Points per request.
         #[arg(long, default_value_t = 32)]
         batch: usize,
-        /// Export only these document ids (comma-separated).
+        /// Export only these document ids (comma-separated; a text
+        /// index's string ids).
         #[arg(long, value_delimiter = ',')]
-        ids: Vec<u32>,
+        ids: Vec<String>,
     },
-    /// Search a collection: the same run file as `lemur search`.
+    /// Search a collection: the same run file as `lemur search` (`lemur
+    /// text search` for a text index).
     Search {
         /// The index directory (its feature map computes the query features).
         index: PathBuf,
         #[command(flatten)]
         server: Server,
-        /// Query tokens, float32 `[N_tok, d]` `.npy`.
+        /// Query tokens, float32 `[N_tok, d]` `.npy`; for a text index,
+        /// JSON lines of query texts, as `lemur text search` reads them.
         #[arg(long)]
         queries: PathBuf,
-        /// Tokens per query `.npy`.
+        /// Tokens per query `.npy` (not for a text index).
         #[arg(long)]
-        query_counts: PathBuf,
+        query_counts: Option<PathBuf>,
+        /// A text index's model directory (default: the one it records).
+        #[arg(long)]
+        model: Option<PathBuf>,
         /// Results per query.
         #[arg(short, default_value_t = 10)]
         k: usize,
@@ -129,8 +143,16 @@ pub(crate) enum QdrantCommand {
         #[command(flatten)]
         server: Server,
         /// Document ids (comma-separated).
-        #[arg(long, value_delimiter = ',', required = true)]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            required_unless_present = "doc_ids",
+            conflicts_with = "doc_ids"
+        )]
         ids: Vec<u32>,
+        /// A text index's string ids (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        doc_ids: Vec<String>,
     },
 }
 
@@ -138,6 +160,7 @@ pub(crate) fn dispatch(command: QdrantCommand, out: &Output) -> Result<()> {
     match command {
         QdrantCommand::Export {
             index,
+            model,
             server,
             shards,
             replicas,
@@ -158,14 +181,16 @@ pub(crate) fn dispatch(command: QdrantCommand, out: &Output) -> Result<()> {
                 quantize_w: !no_quantize_w,
                 ..CollectionSpec::default()
             };
-            let ids = (!ids.is_empty()).then_some(ids);
-            export(&index, &server, &spec, batch, ids.as_deref(), out)
+            let source = Source::open(&index, model.as_deref(), out)?;
+            let ids = (!ids.is_empty()).then_some(ids.as_slice());
+            export(&source, &server, &spec, batch, ids, out)
         }
         QdrantCommand::Search {
             index,
             server,
             queries,
             query_counts,
+            model,
             k,
             candidates,
             hnsw_ef,
@@ -181,21 +206,28 @@ pub(crate) fn dispatch(command: QdrantCommand, out: &Output) -> Result<()> {
                 oversampling,
                 ..SearchSpec::default()
             };
-            search(
-                &index,
-                &server,
-                &queries,
-                &query_counts,
-                &spec,
-                run.as_deref(),
-                out,
-            )
+            let source = Source::open(&index, model.as_deref(), out)?;
+            let queries = Queries {
+                queries: &queries,
+                counts: query_counts.as_deref(),
+            };
+            search(&source, &server, queries, &spec, run.as_deref(), out)
         }
-        QdrantCommand::Delete { server, ids } => {
-            server.connect()?.delete(&ids)?;
+        QdrantCommand::Delete {
+            server,
+            ids,
+            doc_ids,
+        } => {
+            let collection = server.connect()?;
+            if doc_ids.is_empty() {
+                collection.delete(&ids)?;
+            } else {
+                let doc_ids: Vec<&str> = doc_ids.iter().map(String::as_str).collect();
+                collection.delete_text(&doc_ids)?;
+            }
             out.note(format!(
                 "deleted {} ids from {}",
-                ids.len(),
+                ids.len() + doc_ids.len(),
                 server.collection
             ));
             Ok(())
@@ -203,32 +235,72 @@ pub(crate) fn dispatch(command: QdrantCommand, out: &Output) -> Result<()> {
     }
 }
 
+/// An index directory, opened as what it holds.
+enum Source {
+    Segmented(Box<lemur::SegmentedIndex>),
+    Text(Box<TextIndex>),
+}
+
+impl Source {
+    fn open(dir: &Path, model: Option<&Path>, out: &Output) -> Result<Self> {
+        let quiet = out.quiet || out.json;
+        let text = TextIndex::is_saved_in(dir)
+            .with_context(|| format!("cannot open index {}", dir.display()))?;
+        if text {
+            return Ok(Source::Text(Box::new(open_text_index(dir, model, quiet)?)));
+        }
+        if model.is_some() {
+            bail!("{} is not a text index: it takes no --model", dir.display());
+        }
+        Ok(Source::Segmented(Box::new(open_segmented(dir, quiet)?)))
+    }
+}
+
 fn export(
-    dir: &Path,
+    source: &Source,
     server: &Server,
     spec: &CollectionSpec,
     batch_size: usize,
-    ids: Option<&[u32]>,
+    ids: Option<&[String]>,
     out: &Output,
 ) -> Result<()> {
-    let index = open_segmented(dir, out.quiet)?;
     let collection = server.connect()?;
-    let created = collection.create(spec, &index)?;
-    let total = ids.map_or(index.len(), <[u32]>::len);
-    let bar: ProgressBar = count_bar(out.quiet || out.json, total, "export");
-    let started = Instant::now();
     let options = ExportOptions {
         batch_size,
         resume: true,
     };
-    let written = collection.export(
-        &index,
-        ids,
-        &options,
-        &|_| Default::default(),
-        &mut |done, _| bar.set_position(done as u64),
-    )?;
-    bar.finish_and_clear();
+    let started = Instant::now();
+    let (created, total, written) = match source {
+        Source::Segmented(index) => {
+            let ids: Option<Vec<u32>> = ids
+                .map(|ids| {
+                    ids.iter()
+                        .map(|id| {
+                            id.parse()
+                                .with_context(|| format!("--ids: {id:?} is not a document id"))
+                        })
+                        .collect::<Result<_>>()
+                })
+                .transpose()?;
+            let created = collection.create(spec, index)?;
+            let total = ids.as_ref().map_or(index.len(), Vec::len);
+            let written = with_bar(out, total, |progress| {
+                let no_payload = |_| Default::default();
+                collection.export(index, ids.as_deref(), &options, &no_payload, progress)
+            })?;
+            (created, total, written)
+        }
+        Source::Text(index) => {
+            let ids: Option<Vec<&str>> = ids.map(|ids| ids.iter().map(String::as_str).collect());
+            let created = collection.create_text(spec, index)?;
+            let total = ids.as_ref().map_or(index.len(), Vec::len);
+            let written = with_bar(out, total, |progress| {
+                let no_payload = |_: &str| Default::default();
+                collection.export_text(index, ids.as_deref(), &options, &no_payload, progress)
+            })?;
+            (created, total, written)
+        }
+    };
     if out.json {
         out.print_json(json!({
             "collection": server.collection,
@@ -248,21 +320,52 @@ fn export(
     Ok(())
 }
 
+/// Runs an export of `total` documents behind a progress bar.
+fn with_bar(
+    out: &Output,
+    total: usize,
+    export: impl FnOnce(&mut dyn FnMut(usize, usize)) -> Result<usize, QdrantError>,
+) -> Result<usize> {
+    let bar: ProgressBar = count_bar(out.quiet || out.json, total, "export");
+    let written = export(&mut |done, _| bar.set_position(done as u64))?;
+    bar.finish_and_clear();
+    Ok(written)
+}
+
+/// The query files of `lemur qdrant search`.
+struct Queries<'a> {
+    queries: &'a Path,
+    counts: Option<&'a Path>,
+}
+
 fn search(
-    dir: &Path,
+    source: &Source,
     server: &Server,
-    queries: &Path,
-    counts: &Path,
+    queries: Queries<'_>,
     spec: &SearchSpec,
     run: Option<&Path>,
     out: &Output,
 ) -> Result<()> {
-    let index = open_segmented(dir, out.quiet)?;
-    let queries = load_queries(queries, counts, index.dim(), out.quiet)?;
     let collection = server.connect()?;
+    let index = match source {
+        Source::Text(index) => {
+            if queries.counts.is_some() {
+                bail!("a text index is searched with query texts: --query-counts does not apply");
+            }
+            let texts = TextQueries::read(queries.queries)?;
+            let started = Instant::now();
+            let results = collection.search_text(index, &texts.texts(), spec)?;
+            return write_hits(&texts, &results, started.elapsed().as_secs_f64(), run, out);
+        }
+        Source::Segmented(index) => index,
+    };
+    let counts = queries
+        .counts
+        .context("--query-counts is needed with query tokens")?;
+    let queries = load_queries(queries.queries, counts, index.dim(), out.quiet)?;
     let counts: Vec<usize> = queries.counts().collect();
     let started = Instant::now();
-    let hits = collection.search(&index, queries.tokens(), &counts, spec)?;
+    let hits = collection.search(index, queries.tokens(), &counts, spec)?;
     let elapsed = started.elapsed();
     match run {
         Some(path) => write_atomically(path, |file| {

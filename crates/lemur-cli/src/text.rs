@@ -325,7 +325,25 @@ fn search(
     run: Option<&Path>,
     out: &Output,
 ) -> Result<()> {
-    let quiet = out.quiet || out.json;
+    let mut text_index = open_text_index(dir, model, out.quiet || out.json)?;
+    text_index.set_n_candidates(candidates)?;
+    let queries = TextQueries::read(queries)?;
+    let started = Instant::now();
+    let results = text_index
+        .search_batch(&queries.texts(), k)
+        .with_context(|| format!("cannot search with {}", queries.path.display()))?;
+    write_hits(
+        &queries,
+        &results,
+        started.elapsed().as_secs_f64(),
+        run,
+        out,
+    )
+}
+
+/// Opens the text index in `dir` with `model`, or with the model
+/// directory the index records.
+pub(crate) fn open_text_index(dir: &Path, model: Option<&Path>, quiet: bool) -> Result<TextIndex> {
     let model_dir = match model {
         Some(model) => model.to_path_buf(),
         None => TextIndex::saved_model_dir(dir)
@@ -334,25 +352,52 @@ fn search(
     };
     let encoder = Arc::new(load_encoder(&model_dir, quiet)?);
     let bar = spinner(quiet, "opening index");
-    let mut text_index = TextIndex::open(dir, encoder)
+    let text_index = TextIndex::open(dir, encoder)
         .with_context(|| format!("cannot open index {}", dir.display()))?;
     bar.finish_and_clear();
-    text_index.set_n_candidates(candidates)?;
-    let all_lines = read_lines(queries)?;
-    // A query without text has nothing to match: it gets no hits and is
-    // reported, and the rest of the batch runs.
-    let (lines, empty): (Vec<_>, Vec<_>) = all_lines
-        .into_iter()
-        .partition(|line| !line.text.trim().is_empty());
-    let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
-    let started = Instant::now();
-    let results = text_index
-        .search_batch(&texts, k)
-        .with_context(|| format!("cannot search with {}", queries.display()))?;
-    let seconds = started.elapsed().as_secs_f64();
-    let empty_lines: Vec<usize> = empty.iter().map(|line| line.number).collect();
+    Ok(text_index)
+}
+
+/// The queries of a JSON-lines file. A query without text has nothing to
+/// match: it gets no hits and is reported, and the rest of the batch runs.
+pub(crate) struct TextQueries {
+    path: PathBuf,
+    /// The queries with text.
+    lines: Vec<Line>,
+    /// Line numbers of the queries without.
+    empty_lines: Vec<usize>,
+}
+
+impl TextQueries {
+    pub(crate) fn read(path: &Path) -> Result<Self> {
+        let (lines, empty): (Vec<_>, Vec<_>) = read_lines(path)?
+            .into_iter()
+            .partition(|line| !line.text.trim().is_empty());
+        Ok(TextQueries {
+            path: path.to_path_buf(),
+            lines,
+            empty_lines: empty.iter().map(|line| line.number).collect(),
+        })
+    }
+
+    /// The texts of the queries that have one.
+    pub(crate) fn texts(&self) -> Vec<&str> {
+        self.lines.iter().map(|line| line.text.as_str()).collect()
+    }
+}
+
+/// Writes the hits of `queries` as the run file of `lemur text search`
+/// (`query_line<TAB>doc_id<TAB>score` lines) to `run` or standard output,
+/// or as JSON.
+pub(crate) fn write_hits(
+    queries: &TextQueries,
+    results: &[Vec<(String, f32)>],
+    seconds: f64,
+    run: Option<&Path>,
+    out: &Output,
+) -> Result<()> {
     let mut text = String::new();
-    for (line, hits) in lines.iter().zip(&results) {
+    for (line, hits) in queries.lines.iter().zip(results) {
         for (doc_id, score) in hits {
             text.push_str(&format!("{}\t{doc_id}\t{score}\n", line.number));
         }
@@ -363,19 +408,21 @@ fn search(
         None if !out.json => print!("{text}"),
         None => {}
     }
+    let empty_lines = &queries.empty_lines;
     if out.json {
-        let hits: Vec<Value> = lines
+        let hits: Vec<Value> = queries
+            .lines
             .iter()
-            .zip(&results)
+            .zip(results)
             .map(|(line, hits)| {
                 json!({ "query_line": line.number, "hits": hits.iter().map(|(id, s)| json!({"id": id, "score": s})).collect::<Vec<_>>() })
             })
             .collect();
-        out.print_json(json!({ "queries": lines.len(), "seconds": seconds, "results": hits, "empty_query_lines": empty_lines }));
+        out.print_json(json!({ "queries": queries.lines.len(), "seconds": seconds, "results": hits, "empty_query_lines": empty_lines }));
     } else {
         out.note(format!(
             "searched {} queries in {seconds:.3} s",
-            lines.len()
+            queries.lines.len()
         ));
         if !empty_lines.is_empty() {
             out.note(format!(

@@ -481,7 +481,7 @@ impl NativeIndex {
 }
 
 /// Rows of `W`, tokens and tokens per document, as NumPy arrays.
-type StoredDocuments<'py> = (
+pub(crate) type StoredDocuments<'py> = (
     Bound<'py, PyArray2<f32>>,
     Bound<'py, PyArray2<f32>>,
     Bound<'py, PyArray1<i64>>,

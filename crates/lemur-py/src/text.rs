@@ -13,6 +13,7 @@ use pyo3::prelude::*;
 
 use crate::arrays::matrix;
 use crate::errors::{poisoned, text_error, text_index_error, value_error};
+use crate::index::StoredDocuments;
 use crate::pool;
 
 /// A text encoder loaded from a model directory (a sentence-transformers
@@ -24,6 +25,13 @@ pub(crate) struct NativeTextEncoder {
 
 /// Token vectors `[n_tokens, d]` and tokens per text, as NumPy arrays.
 type TokenSets<'py> = (Bound<'py, PyArray2<f32>>, Bound<'py, PyArray1<i64>>);
+
+/// Query token vectors, tokens per query and query features `[n, h]`.
+type QueryVectors<'py> = (
+    Bound<'py, PyArray2<f32>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray2<f32>>,
+);
 
 #[pymethods]
 impl NativeTextEncoder {
@@ -197,6 +205,78 @@ impl NativeTextIndex {
                     .map_err(text_index_error)
             })
         })?
+    }
+
+    /// The ids of every searchable document, in storage order.
+    fn doc_ids(&self) -> PyResult<Vec<String>> {
+        Ok(self
+            .read()?
+            .documents()
+            .map(|document| document.doc_id.to_string())
+            .collect())
+    }
+
+    /// Documents as stored, by id: their rows of `W` (`[n, h]`), their
+    /// tokens (`[n_tokens, d]`) and tokens per document, for exporting the
+    /// index to another engine. An id that is not searchable is an error.
+    fn documents<'py>(
+        &self,
+        py: Python<'py>,
+        doc_ids: Vec<String>,
+    ) -> PyResult<StoredDocuments<'py>> {
+        let guard = self.read()?;
+        let lemur = guard
+            .lemur_index()
+            .ok_or_else(|| text_index_error(lemur::TextIndexError::NoDocuments))?;
+        let (h, d) = (lemur.feature_dim(), lemur.dim());
+        let (mut weights, mut tokens) = (Vec::with_capacity(doc_ids.len() * h), Vec::new());
+        let mut counts = Vec::with_capacity(doc_ids.len());
+        for doc_id in &doc_ids {
+            let document = guard.document(doc_id).ok_or_else(|| {
+                value_error(format!(
+                    "no searchable document {doc_id:?} in the text index"
+                ))
+            })?;
+            weights.extend_from_slice(document.weights);
+            tokens.extend_from_slice(document.tokens);
+            counts.push((document.tokens.len() / d) as i64);
+        }
+        let n_tokens = tokens.len() / d;
+        Ok((
+            matrix(py, weights, doc_ids.len(), h),
+            matrix(py, tokens, n_tokens, d),
+            counts.into_pyarray(py),
+        ))
+    }
+
+    /// The token vectors of query texts as a search encodes them (tokens
+    /// and counts) and their LEMUR query features (`[n, h]`).
+    #[pyo3(signature = (queries, num_threads = -1))]
+    fn query_vectors_and_features<'py>(
+        &self,
+        py: Python<'py>,
+        queries: Vec<String>,
+        num_threads: i64,
+    ) -> PyResult<QueryVectors<'py>> {
+        let (vectors, features) = py.detach(|| {
+            pool::run(num_threads, || {
+                self.read()?
+                    .query_vectors_and_features(&queries)
+                    .map_err(text_index_error)
+            })
+        })??;
+        let h = features.len() / queries.len().max(1);
+        let (tokens, counts) = token_sets(py, &vectors);
+        Ok((tokens, counts, matrix(py, features, queries.len(), h)))
+    }
+
+    /// Widths of the rows of `W` and of the tokens (`None` before the
+    /// first document).
+    fn widths(&self) -> PyResult<Option<(usize, usize)>> {
+        Ok(self
+            .read()?
+            .lemur_index()
+            .map(|lemur| (lemur.feature_dim(), lemur.dim())))
     }
 
     /// Removes a document; returns whether it was there.

@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 DIM = 48
+#: The sentence-transformers model `cargo xtask fetch-models` puts here.
+MINILM = Path(__file__).resolve().parents[3] / "models" / "all-MiniLM-L6-v2"
 
 
 @dataclass
@@ -103,3 +106,33 @@ def lemur_cli() -> str:
         pytest.fail("LEMUR_CLI is not set: run these tests with `cargo xtask test-python`")
     subprocess.run([path, "--help"], check=True, capture_output=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from lemur_rs import TextEncoder
+
+    assert MINILM.is_dir(), "run `cargo xtask fetch-models` first"
+    return TextEncoder(MINILM)
+
+
+def make_texts(n_docs: int, n_queries: int, seed: int) -> tuple[list[str], list[str], list[str]]:
+    """``n_docs`` short sentences with string ids, and query texts about
+    some of them, drawn from a few word lists."""
+    rng = np.random.default_rng(seed)
+    subjects = ["The knight", "A baker", "The river", "An astronomer", "The volcano", "A gardener",
+                "The orchestra", "A surgeon", "The goalkeeper", "A programmer", "The glacier", "A pilot"]
+    verbs = ["watches", "builds", "crosses", "measures", "heats", "repairs", "paints", "carries"]
+    objects = ["the moons of Mars", "fresh bread", "a stone bridge", "the chess board", "red tulips",
+               "an old violin", "the broken wing", "a heavy ball", "the compiler", "cold water"]
+    places = ["at dawn", "in the valley", "near the harbour", "under the stars", "in the kitchen",
+              "beside the lake", "on the mountain", "in the city"]
+    texts = [
+        f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} {rng.choice(places)}."
+        for _ in range(n_docs)
+    ]
+    ids = [f"doc-{i:03d}" for i in range(n_docs)]
+    queries = [
+        f"who {rng.choice(verbs)} {rng.choice(objects)} {rng.choice(places)}" for _ in range(n_queries)
+    ]
+    return ids, texts, queries

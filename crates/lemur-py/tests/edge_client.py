@@ -12,6 +12,7 @@ API's, so the module's own requests run on the real engine.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -49,6 +50,13 @@ def _edge_vector_params(params: models.VectorParams) -> edge.EdgeVectorParams:
         quantization_config=quantization,
         hnsw_config=hnsw,
     )
+
+
+def _route(point_id: Any) -> int:
+    """The number a point is routed by: its id, or its UUID's value."""
+    if isinstance(point_id, int):
+        return point_id
+    return uuid.UUID(str(point_id)).int
 
 
 def _vector(query: Any) -> Any:
@@ -102,8 +110,8 @@ class EdgeClient:
         vectors = self.collections[collection_name].vectors
         return SimpleNamespace(config=SimpleNamespace(params=SimpleNamespace(vectors=vectors)))
 
-    def _shard(self, collection: EdgeCollection, point_id: int) -> edge.EdgeShard:
-        return collection.shards[point_id % len(collection.shards)]
+    def _shard(self, collection: EdgeCollection, point_id: Any) -> edge.EdgeShard:
+        return collection.shards[_route(point_id) % len(collection.shards)]
 
     def upsert(self, collection_name: str, points, wait: bool = True, **_: Any) -> None:
         assert wait
@@ -111,7 +119,7 @@ class EdgeClient:
         by_shard: dict[int, list[edge.Point]] = {}
         for point in points:
             vector = {name: list(values) for name, values in point.vector.items()}
-            by_shard.setdefault(point.id % len(collection.shards), []).append(
+            by_shard.setdefault(_route(point.id) % len(collection.shards), []).append(
                 edge.Point(id=point.id, vector=vector, payload=point.payload)
             )
         for s, shard_points in by_shard.items():
@@ -121,7 +129,7 @@ class EdgeClient:
         collection = self.collections[collection_name]
         found = []
         for point_id in ids:
-            found += self._shard(collection, point_id).retrieve([point_id], False, False)
+            found += self._shard(collection, point_id).retrieve([point_id], bool(with_payload), False)
         return found
 
     def delete(self, collection_name: str, points_selector, wait: bool = True, **_: Any) -> None:

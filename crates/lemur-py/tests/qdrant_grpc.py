@@ -23,6 +23,11 @@ from qdrant_client.grpc import (
 from edge_client import EdgeClient
 
 
+def _grpc_id(point_id):
+    """A point id from the edge engine (an int or a ``uuid.UUID``) as gRPC's."""
+    return RestToGrpc.convert_extended_point_id(point_id if isinstance(point_id, int) else str(point_id))
+
+
 class Collections(collections_service_pb2_grpc.CollectionsServicer):
     def __init__(self, client: EdgeClient) -> None:
         self.client = client
@@ -74,9 +79,17 @@ class Points(points_service_pb2_grpc.PointsServicer):
     def Get(self, request, context):  # noqa: N802
         self._collection(request.collection_name, context)
         ids = [GrpcToRest.convert_point_id(point_id) for point_id in request.ids]
-        found = self.client.retrieve(request.collection_name, ids)
+        with_payload = request.HasField("with_payload") and GrpcToRest.convert_with_payload_selector(
+            request.with_payload
+        )
+        found = self.client.retrieve(request.collection_name, ids, with_payload=with_payload)
         return points_pb2.GetResponse(
-            result=[points_pb2.RetrievedPoint(id=RestToGrpc.convert_extended_point_id(record.id)) for record in found]
+            result=[
+                points_pb2.RetrievedPoint(
+                    id=_grpc_id(record.id), payload=RestToGrpc.convert_payload(record.payload or {})
+                )
+                for record in found
+            ]
         )
 
     def Delete(self, request, context):  # noqa: N802
@@ -96,7 +109,7 @@ class Points(points_service_pb2_grpc.PointsServicer):
                 points_pb2.BatchResult(
                     result=[
                         points_pb2.ScoredPoint(
-                            id=RestToGrpc.convert_extended_point_id(point.id),
+                            id=_grpc_id(point.id),
                             score=point.score,
                             payload=RestToGrpc.convert_payload(point.payload or {}),
                         )

@@ -1,7 +1,8 @@
 """lemur_rs.qdrant: an index exported into Qdrant and searched there gives
 lemur-rs's own hits, on Qdrant's engine in process (qdrant-edge-py, one and
-two shards) and through qdrant-client's local mode; failures are typed and
-an interrupted export resumes without duplicates."""
+two shards) and through qdrant-client's local mode, for document ids and a
+text index's string ids; failures are typed, an interrupted export resumes
+without duplicates, and exporting a changed index sends what changed."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import pytest
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
-from conftest import assert_same_hits, make_corpus
+from conftest import assert_same_hits, make_corpus, make_texts
 from edge_client import EdgeClient
-from lemur_rs import Index
+from lemur_rs import Index, TextIndex
 from lemur_rs import qdrant
 
 K, N_CANDIDATES = 10, 40
@@ -93,7 +94,9 @@ def test_local_mode_export_search_delete_and_reexport(small, opened):
         with_payload=True,
     )
     assert_same_hits((ids, scores), expected)
-    assert hit_payloads[0][0] == {"name": f"doc-{ids[0][0]}"}
+    # The caller's payload, beside the fingerprint the export adds.
+    assert hit_payloads[0][0]["name"] == f"doc-{ids[0][0]}"
+    assert set(hit_payloads[0][0]) == {"name", qdrant.FINGERPRINT_KEY}
 
     # Deleting from both keeps them in step.
     doomed = np.unique(expected[0][:, 0])
@@ -107,6 +110,71 @@ def test_local_mode_export_search_delete_and_reexport(small, opened):
     added = opened.add(*small.documents(range(5)))
     assert qdrant.export(opened, client, "docs", ids=added, **EXACT) == 5
     assert client.count("docs").count == 400 - len(doomed) + 5
+
+
+def test_a_changed_index_is_rewritten_where_it_changed(small):
+    documents, counts = small.documents(range(400))
+    first = Index.build(documents, counts, epochs=0, final_hidden_dim=256, seed=2)
+    client = QdrantClient(":memory:")
+    assert qdrant.export(first, client, "docs", **EXACT) == 400
+    # The same ids under another feature map: every point is stale.
+    second = Index.build(documents, counts, epochs=0, final_hidden_dim=256, seed=3)
+    assert qdrant.export(second, client, "docs", **EXACT) == 400
+    assert qdrant.export(second, client, "docs", **EXACT) == 0
+    q, c = small.query_tokens, small.query_counts
+    assert_same_hits(
+        qdrant.search(second, client, "docs", q, c, K, N_CANDIDATES, exact=True),
+        second.search(q, c, K, N_CANDIDATES),
+    )
+
+
+def assert_same_text_hits(found, expected):
+    """``assert_same_hits`` for lists of ``(id, score)`` lists: per query
+    the same string ids (up to exact score ties), scores within 1e-4."""
+    assert [len(hits) for hits in found] == [len(hits) for hits in expected]
+    numbers = {doc: n for n, doc in enumerate(sorted({doc for hits in expected + found for doc, _ in hits}))}
+
+    def arrays(results):
+        ids = np.array([[numbers[doc] for doc, _ in hits] for hits in results])
+        return ids, np.array([[score for _, score in hits] for hits in results])
+
+    assert_same_hits(arrays(found), arrays(expected))
+
+
+@pytest.mark.parametrize("where", ["edge", "local"])
+def test_a_text_index_is_searched_by_its_string_ids(minilm, tmp_path, where):
+    ids, texts, queries = make_texts(n_docs=80, n_queries=12, seed=3)
+    index = TextIndex(minilm, n_candidates=N_CANDIDATES)
+    index.index(ids, texts)
+    client = EdgeClient(tmp_path / "edge") if where == "edge" else QdrantClient(":memory:")
+    assert qdrant.export(index, client, "texts", batch_size=32, **EXACT) == 80
+    found = qdrant.search_text(index, client, "texts", queries, k=5, n_candidates=N_CANDIDATES, exact=True)
+    assert_same_text_hits(found, index.search(queries, k=5))
+    one = qdrant.search_text(index, client, "texts", queries[0], k=5, n_candidates=N_CANDIDATES, exact=True)
+    assert one == found[0]
+
+    # A re-indexed text is the one point sent again; a removed one is
+    # deleted by its string id.
+    assert qdrant.export(index, client, "texts", **EXACT) == 0
+    index.index("doc-003", "A lighthouse keeper polishes the brass lamp every evening.")
+    assert index.remove("doc-007")
+    assert qdrant.export(index, client, "texts", **EXACT) == 1
+    qdrant.delete(client, "texts", ["doc-007"])
+    count = client.count("texts")
+    assert getattr(count, "count", count) == 79
+    hits = qdrant.search_text(index, client, "texts", ["who polishes the lamp of the lighthouse"], k=3, exact=True)
+    assert hits[0][0][0] == "doc-003"
+    everything = qdrant.search_text(index, client, "texts", queries, k=20, exact=True)
+    assert all(doc != "doc-007" for hits in everything for doc, _ in hits)
+
+    with pytest.raises(ValueError, match="not in the index"):
+        qdrant.export(index, client, "texts", ids=["doc-007"])
+    with pytest.raises(ValueError, match="has no text"):
+        qdrant.search_text(index, client, "texts", ["  "])
+    with pytest.raises(ValueError, match="no documents"):
+        qdrant.export(TextIndex(minilm), client, "empty")
+    if where == "edge":
+        client.close()
 
 
 class Flaky:

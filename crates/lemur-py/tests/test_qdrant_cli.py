@@ -1,19 +1,22 @@
 """The Rust connector (`lemur qdrant export|search|delete`, crate
 lemur-qdrant) over gRPC against Qdrant's engine in process: the same run
-file as `lemur search`, per-shard candidates merged like a cluster's,
-resumed exports and typed failures."""
+file as `lemur search` (`lemur text search` for a text index), per-shard
+candidates merged like a cluster's, resumed exports, point ids and
+fingerprints shared with the Python module, and typed failures."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 
 import numpy as np
 import pytest
 
-from conftest import assert_same_hits, make_corpus
+from conftest import assert_same_hits, make_corpus, make_texts
 from edge_client import EdgeClient
-from lemur_rs import Index
+from lemur_rs import Index, TextIndex
+from lemur_rs import qdrant
 from qdrant_grpc import serve
 
 K, N_CANDIDATES = 10, 40
@@ -153,3 +156,53 @@ def test_bad_servers_and_collections_are_one_line_errors(setup, lemur_cli):
     zero = lemur(lemur_cli, "qdrant", "export", tmp / "index", "--url", url, "--collection", "x",
                  "--shards", 0, check=False)
     assert zero.returncode == 1 and "shards must be at least 1" in zero.stderr
+
+
+def read_text_run(path):
+    """A `lemur text search` run file: per query line, its (id, score) hits."""
+    hits = {}
+    for line in path.read_text().splitlines():
+        query, doc, score = line.split("\t")
+        hits.setdefault(int(query), []).append((doc, float(score)))
+    return hits
+
+
+def test_a_text_index_is_exported_and_searched_like_lemur_text_search(setup, minilm, lemur_cli):
+    tmp, url, client, _ = setup
+    ids, texts, queries = make_texts(n_docs=80, n_queries=12, seed=4)
+    index = TextIndex(minilm, n_candidates=N_CANDIDATES)
+    index.index(ids, texts)
+    index.save(tmp / "texts")
+    (tmp / "q.jsonl").write_text("".join(json.dumps({"text": q}) + "\n" for q in queries))
+    # Exported by the Python module, the collection is already up to date
+    # for the Rust connector: both derive the same point ids and
+    # fingerprints.
+    assert qdrant.export(index, client, "texts", tokens_datatype="float32", quantize_w=False) == 80
+    export = ("qdrant", "export", tmp / "texts", "--url", url, "--collection", "texts")
+    assert '"written": 0' in lemur(lemur_cli, "--json", *export).stdout
+    search = ("qdrant", "search", tmp / "texts", "--url", url, "--collection", "texts",
+              "--queries", tmp / "q.jsonl", "-k", 5, "--candidates", N_CANDIDATES, "--exact")
+    lemur(lemur_cli, *search, "--out", tmp / "qdrant.tsv")
+    lemur(lemur_cli, "text", "search", tmp / "texts", "--queries", tmp / "q.jsonl", "-k", 5,
+          "--candidates", N_CANDIDATES, "--out", tmp / "text.tsv")
+    found, expected = read_text_run(tmp / "qdrant.tsv"), read_text_run(tmp / "text.tsv")
+    assert sorted(found) == sorted(expected) == list(range(1, 13))
+    for line in expected:
+        assert [doc for doc, _ in found[line]] == [doc for doc, _ in expected[line]]
+        np.testing.assert_allclose([s for _, s in found[line]], [s for _, s in expected[line]], atol=1e-4)
+
+    # A re-indexed text is sent again, and a removed one deleted by its id.
+    index.index("doc-003", "A lighthouse keeper polishes the brass lamp every evening.")
+    index.remove("doc-007")
+    index.save(tmp / "texts")
+    assert '"written": 1' in lemur(lemur_cli, "--json", *export).stdout
+    lemur(lemur_cli, "qdrant", "delete", "--url", url, "--collection", "texts", "--doc-ids", "doc-007")
+    assert client.count("texts") == 79
+    lemur(lemur_cli, *search, "--out", tmp / "qdrant.tsv")
+    assert all(doc != "doc-007" for hits in read_text_run(tmp / "qdrant.tsv").values() for doc, _ in hits)
+
+    wrong = lemur(lemur_cli, *search, "--query-counts", tmp / "qc.npy", check=False)
+    assert wrong.returncode == 1 and "query texts" in wrong.stderr
+    not_text = lemur(lemur_cli, "qdrant", "export", tmp / "index", "--url", url, "--collection", "docs",
+                     "--model", tmp / "nowhere", check=False)
+    assert not_text.returncode == 1 and "not a text index" in not_text.stderr

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import MINILM
 from lemur_rs import TextEncoder, TextIndex
 
 ROOT = Path(__file__).resolve().parents[3]
-MINILM = ROOT / "models" / "all-MiniLM-L6-v2"
 DATA = ROOT / "crates" / "lemur-text" / "tests" / "data"
 MODERNBERT = DATA / "pylate-modernbert"
 
@@ -36,12 +36,6 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
             info["shape"]
         )
     return tensors
-
-
-@pytest.fixture(scope="module")
-def minilm():
-    assert MINILM.is_dir(), "run `cargo xtask fetch-models` first"
-    return TextEncoder(MINILM)
 
 
 def test_colbert_vectors_are_pylates():

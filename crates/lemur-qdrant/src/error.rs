@@ -48,7 +48,19 @@ pub enum QdrantError {
     /// The queries are not valid for the index.
     #[error(transparent)]
     Search(#[from] SearchError),
+    /// The text index could not encode the queries, or holds no documents
+    /// (boxed: it is large and rare).
+    #[cfg(feature = "text")]
+    #[error(transparent)]
+    Text(Box<lemur::TextIndexError>),
     /// The runtime the client's calls run on could not start.
     #[error("cannot start the Qdrant client's runtime: {0}")]
     Runtime(#[source] std::io::Error),
+}
+
+#[cfg(feature = "text")]
+impl From<lemur::TextIndexError> for QdrantError {
+    fn from(error: lemur::TextIndexError) -> Self {
+        QdrantError::Text(Box::new(error))
+    }
 }

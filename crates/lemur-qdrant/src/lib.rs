@@ -50,24 +50,29 @@
 //! ```
 
 mod error;
+mod points;
 mod requests;
 mod retry;
+#[cfg(feature = "text")]
+mod text;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use lemur::{Hit, SegmentedIndex};
+use lemur::{Hit, MultiVectors, SegmentedIndex};
 use qdrant_client::qdrant::{
-    DeletePointsBuilder, GetPointsBuilder, PointId, PointStruct, QueryBatchPointsBuilder,
-    UpsertPointsBuilder, Value, point_id::PointIdOptions,
+    DeletePointsBuilder, GetPointsBuilder, PayloadIncludeSelector, PointId,
+    QueryBatchPointsBuilder, ScoredPoint, UpsertPointsBuilder, Value, WithPayloadSelector,
+    point_id::PointIdOptions, value::Kind,
 };
 use qdrant_client::{Payload, Qdrant};
 use tokio::runtime::Runtime;
 
 pub use error::QdrantError;
+pub use points::{DOC_ID_KEY, FINGERPRINT_KEY, fingerprint, text_point_id};
+use points::{Outgoing, id_key};
 pub use requests::{
     CollectionSpec, SearchSpec, TOKENS_VECTOR, TokenStorage, W_VECTOR, check_collection,
-    document_point,
 };
 pub use retry::RetryPolicy;
 
@@ -76,9 +81,9 @@ pub use retry::RetryPolicy;
 pub struct ExportOptions {
     /// Points per upsert request.
     pub batch_size: usize,
-    /// Skip every batch whose points are all in the collection already
-    /// (exporting again after an interruption writes only what is
-    /// missing).
+    /// Skip the points the collection holds already with the same vectors
+    /// (exporting again after an interruption, or after the index changed,
+    /// writes only what is missing or different).
     pub resume: bool,
 }
 
@@ -176,7 +181,12 @@ impl QdrantCollection {
         spec: &CollectionSpec,
         index: &SegmentedIndex,
     ) -> Result<bool, QdrantError> {
-        let (h, d) = (index.feature_dim(), index.dim());
+        self.create_for(spec, index.feature_dim(), index.dim())
+    }
+
+    /// [`QdrantCollection::create`] for an index of `h`-wide rows of `W`
+    /// and `d`-wide tokens.
+    fn create_for(&self, spec: &CollectionSpec, h: usize, d: usize) -> Result<bool, QdrantError> {
         let request = spec.create_request(&self.name, h, d)?;
         let exists = self.retry.run(
             || format!("looking up collection {:?}", self.name),
@@ -186,7 +196,7 @@ impl QdrantCollection {
             },
         )?;
         if exists {
-            self.check(index)?;
+            self.check_for(h, d)?;
             return Ok(false);
         }
         self.retry.run(
@@ -202,6 +212,10 @@ impl QdrantCollection {
     /// Checks that the collection has the named vectors `index` needs, as
     /// wide as its rows of `W` and its tokens.
     pub fn check(&self, index: &SegmentedIndex) -> Result<(), QdrantError> {
+        self.check_for(index.feature_dim(), index.dim())
+    }
+
+    fn check_for(&self, h: usize, d: usize) -> Result<(), QdrantError> {
         let info = self.retry.run(
             || format!("reading collection {:?}", self.name),
             || {
@@ -210,14 +224,16 @@ impl QdrantCollection {
             },
         )?;
         let info = info.result.unwrap_or_default();
-        check_collection(&self.name, &info, index.feature_dim(), index.dim())
+        check_collection(&self.name, &info, h, d)
     }
 
     /// Writes documents of `index` (every live one, or `ids`) as points, a
     /// batch at a time, creating nothing: call [`QdrantCollection::create`]
-    /// first. `payload(id)` is each point's payload; `progress(done,
-    /// total)` follows each batch. Returns the points written (batches
-    /// found complete are skipped when `options.resume`).
+    /// first. `payload(id)` is each point's payload (to which the export
+    /// adds [`FINGERPRINT_KEY`]); `progress(done, total)` follows each
+    /// batch. With `options.resume`, points already in the collection with
+    /// the same vectors (the same [`fingerprint`]) are not sent again.
+    /// Returns the points written.
     pub fn export(
         &self,
         index: &SegmentedIndex,
@@ -226,11 +242,7 @@ impl QdrantCollection {
         payload: &dyn Fn(u32) -> Payload,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<usize, QdrantError> {
-        if options.batch_size == 0 {
-            return Err(QdrantError::InvalidArgument(
-                "batch_size must be at least 1".into(),
-            ));
-        }
+        options.check()?;
         let ids = match ids {
             Some(ids) => {
                 // Unknown or deleted ids fail before anything is written.
@@ -241,52 +253,74 @@ impl QdrantCollection {
             }
             None => index.ids(),
         };
-        let mut written = 0;
-        for (b, batch) in ids.chunks(options.batch_size).enumerate() {
-            let span = || {
-                format!(
-                    "points {}..={} of {:?}",
-                    batch[0],
-                    batch[batch.len() - 1],
-                    self.name
-                )
+        let documents = ids.iter().map(|&id| {
+            let document = index.document(id)?;
+            Ok(Outgoing::numbered(
+                id,
+                document.weights,
+                document.tokens,
+                payload(id),
+            ))
+        });
+        self.export_documents(ids.len(), index.dim(), documents, options, progress)
+    }
+
+    /// Writes `documents` (`total` of them, `d`-wide tokens) a batch at a
+    /// time, each batch without the points already up to date when
+    /// `options.resume`. Returns the points written.
+    fn export_documents<'a>(
+        &self,
+        total: usize,
+        d: usize,
+        mut documents: impl Iterator<Item = Result<Outgoing<'a>, QdrantError>>,
+        options: &ExportOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<usize, QdrantError> {
+        let (mut done, mut written) = (0, 0);
+        loop {
+            let batch = documents
+                .by_ref()
+                .take(options.batch_size)
+                .collect::<Result<Vec<_>, _>>()?;
+            let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+                break;
             };
-            if options.resume && self.all_present(batch, span)? {
-                progress(b * options.batch_size + batch.len(), ids.len());
-                continue;
+            let span = || format!("points {}..={} of {:?}", first.label, last.label, self.name);
+            let outgoing: Vec<&Outgoing<'_>> = if options.resume {
+                self.stale(&batch, span)?
+            } else {
+                batch.iter().collect()
+            };
+            if !outgoing.is_empty() {
+                let points: Vec<_> = outgoing.iter().map(|document| document.point(d)).collect();
+                let request = UpsertPointsBuilder::new(self.name.as_str(), points).wait(true);
+                self.retry.run(
+                    || format!("upserting {} (export again to resume)", span()),
+                    || {
+                        self.runtime
+                            .block_on(self.client.upsert_points(request.clone()))
+                    },
+                )?;
+                written += outgoing.len();
             }
-            let points = batch
-                .iter()
-                .map(|&id| {
-                    let document = index.document(id)?;
-                    Ok(document_point(
-                        id,
-                        document.weights,
-                        document.tokens,
-                        index.dim(),
-                        payload(id),
-                    ))
-                })
-                .collect::<Result<Vec<PointStruct>, QdrantError>>()?;
-            let request = UpsertPointsBuilder::new(self.name.as_str(), points).wait(true);
-            self.retry.run(
-                || format!("upserting {} (export again to resume)", span()),
-                || {
-                    self.runtime
-                        .block_on(self.client.upsert_points(request.clone()))
-                },
-            )?;
-            written += batch.len();
-            progress(b * options.batch_size + batch.len(), ids.len());
+            done += batch.len();
+            progress(done, total);
         }
         Ok(written)
     }
 
-    /// Whether every point of `batch` is in the collection.
-    fn all_present(&self, batch: &[u32], span: impl Fn() -> String) -> Result<bool, QdrantError> {
-        let point_ids: Vec<PointId> = batch.iter().map(|&id| u64::from(id).into()).collect();
+    /// The documents of `batch` that the collection lacks, or holds with
+    /// other vectors (another fingerprint).
+    fn stale<'b, 'a>(
+        &self,
+        batch: &'b [Outgoing<'a>],
+        span: impl Fn() -> String,
+    ) -> Result<Vec<&'b Outgoing<'a>>, QdrantError> {
+        let point_ids: Vec<PointId> = batch.iter().map(|document| document.id.clone()).collect();
         let request = GetPointsBuilder::new(self.name.as_str(), point_ids)
-            .with_payload(false)
+            .with_payload(PayloadIncludeSelector::from(vec![
+                FINGERPRINT_KEY.to_string(),
+            ]))
             .with_vectors(false);
         let found = self.retry.run(
             || format!("reading {}", span()),
@@ -295,18 +329,35 @@ impl QdrantCollection {
                     .block_on(self.client.get_points(request.clone()))
             },
         )?;
-        Ok(found.result.len() == batch.len())
+        let stored: HashMap<String, String> = found
+            .result
+            .into_iter()
+            .filter_map(|point| {
+                let key = id_key(point.id.as_ref()?)?;
+                let fingerprint = string_value(point.payload.get(FINGERPRINT_KEY)?)?;
+                Some((key, fingerprint.to_string()))
+            })
+            .collect();
+        Ok(batch
+            .iter()
+            .filter(|document| stored.get(&document.key) != Some(&document.fingerprint))
+            .collect())
     }
 
     /// Deletes documents from the collection (ones deleted from the index,
     /// say); ids it does not hold are ignored.
     pub fn delete(&self, ids: &[u32]) -> Result<(), QdrantError> {
         let point_ids: Vec<PointId> = ids.iter().map(|&id| u64::from(id).into()).collect();
+        self.delete_points(point_ids)
+    }
+
+    fn delete_points(&self, point_ids: Vec<PointId>) -> Result<(), QdrantError> {
+        let count = point_ids.len();
         let request = DeletePointsBuilder::new(self.name.as_str())
             .points(point_ids)
             .wait(true);
         self.retry.run(
-            || format!("deleting {} points from {:?}", ids.len(), self.name),
+            || format!("deleting {count} points from {:?}", self.name),
             || {
                 self.runtime
                     .block_on(self.client.delete_points(request.clone()))
@@ -355,13 +406,55 @@ impl QdrantCollection {
             ));
         }
         let features = index.base().query_features(&queries);
-        let (h, d) = (index.feature_dim(), index.dim());
+        let answers = self.query(&features, &queries, index.feature_dim(), spec, None)?;
+        answers
+            .into_iter()
+            .map(|points| {
+                points
+                    .into_iter()
+                    .map(|point| {
+                        let doc = match point.id.and_then(|id| id.point_id_options) {
+                            Some(PointIdOptions::Num(id)) => u32::try_from(id).ok(),
+                            _ => None,
+                        }
+                        .ok_or_else(|| self.mismatch("a point's id is not a document id"))?;
+                        let hit = Hit {
+                            doc,
+                            score: point.score,
+                        };
+                        Ok((hit, point.payload))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The two-stage query of every query (`features`, `[n, h]`), in
+    /// batches: each query's scored points, best first. `with_payload`
+    /// overrides `spec.with_payload`.
+    fn query<T: AsRef<[f32]>>(
+        &self,
+        features: &[f32],
+        queries: &MultiVectors<T>,
+        h: usize,
+        spec: &SearchSpec,
+        with_payload: Option<WithPayloadSelector>,
+    ) -> Result<Vec<Vec<ScoredPoint>>, QdrantError> {
         let requests: Vec<_> = (0..queries.len())
             .map(|q| {
-                spec.query_request(&self.name, &features[q * h..(q + 1) * h], queries.get(q), d)
+                let mut request = spec.query_request(
+                    &self.name,
+                    &features[q * h..(q + 1) * h],
+                    queries.get(q),
+                    queries.dim(),
+                );
+                if let Some(selector) = &with_payload {
+                    request.with_payload = Some(selector.clone());
+                }
+                request
             })
             .collect();
-        let mut hits = Vec::with_capacity(requests.len());
+        let mut answers = Vec::with_capacity(requests.len());
         for chunk in requests.chunks(QUERY_BATCH) {
             let request = QueryBatchPointsBuilder::new(self.name.as_str(), chunk.to_vec());
             let answer = self.retry.run(
@@ -371,37 +464,41 @@ impl QdrantCollection {
                         .block_on(self.client.query_batch(request.clone()))
                 },
             )?;
-            for batch in answer.result {
-                let points = batch
-                    .result
-                    .into_iter()
-                    .map(|point| {
-                        let doc = match point.id.and_then(|id| id.point_id_options) {
-                            Some(PointIdOptions::Num(id)) => u32::try_from(id).ok(),
-                            _ => None,
-                        }
-                        .ok_or_else(|| QdrantError::Mismatch {
-                            collection: self.name.clone(),
-                            reason: "a point's id is not a document id".into(),
-                        })?;
-                        Ok((
-                            Hit {
-                                doc,
-                                score: point.score,
-                            },
-                            point.payload,
-                        ))
-                    })
-                    .collect::<Result<Vec<_>, QdrantError>>()?;
-                hits.push(points);
-            }
+            answers.extend(answer.result.into_iter().map(|batch| batch.result));
         }
-        if hits.len() != queries.len() {
-            return Err(QdrantError::Mismatch {
-                collection: self.name.clone(),
-                reason: format!("{} answers to {} queries", hits.len(), queries.len()),
-            });
+        if answers.len() != queries.len() {
+            return Err(self.mismatch(&format!(
+                "{} answers to {} queries",
+                answers.len(),
+                queries.len()
+            )));
         }
-        Ok(hits)
+        Ok(answers)
+    }
+
+    fn mismatch(&self, reason: &str) -> QdrantError {
+        QdrantError::Mismatch {
+            collection: self.name.clone(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl ExportOptions {
+    fn check(&self) -> Result<(), QdrantError> {
+        if self.batch_size == 0 {
+            return Err(QdrantError::InvalidArgument(
+                "batch_size must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The string a payload value holds, if it is one.
+fn string_value(value: &Value) -> Option<&str> {
+    match value.kind.as_ref()? {
+        Kind::StringValue(text) => Some(text),
+        _ => None,
     }
 }

@@ -1,11 +1,10 @@
 //! The Qdrant requests for an index, built without a connection: the
 //! collection, the points and the two-stage query.
 
-use qdrant_client::Payload;
 use qdrant_client::qdrant::{
     CollectionInfo, CreateCollectionBuilder, Datatype, Distance, HnswConfigDiffBuilder,
-    MultiVectorComparator, MultiVectorConfigBuilder, NamedVectors, PointStruct,
-    PrefetchQueryBuilder, QuantizationSearchParamsBuilder, Query, QueryPoints, QueryPointsBuilder,
+    MultiVectorComparator, MultiVectorConfigBuilder, NamedVectors, PrefetchQueryBuilder,
+    QuantizationSearchParamsBuilder, Query, QueryPoints, QueryPointsBuilder,
     ScalarQuantizationBuilder, SearchParamsBuilder, Vector, VectorInput, VectorParams,
     VectorParamsBuilder, VectorsConfigBuilder, vectors_config,
 };
@@ -158,19 +157,12 @@ pub fn check_collection(
     Ok(())
 }
 
-/// Document `id` as a point: its row of `W`, its tokens (`[n, d]`
-/// row-major) as a multivector, and `payload`.
-pub fn document_point(
-    id: u32,
-    weights: &[f32],
-    tokens: &[f32],
-    d: usize,
-    payload: Payload,
-) -> PointStruct {
-    let vectors = NamedVectors::default()
+/// A document's named vectors: its row of `W`, and its tokens (`[n, d]`
+/// row-major) as a multivector.
+pub(crate) fn document_vectors(weights: &[f32], tokens: &[f32], d: usize) -> NamedVectors {
+    NamedVectors::default()
         .add_vector(W_VECTOR, Vector::new_dense(weights.to_vec()))
-        .add_vector(TOKENS_VECTOR, Vector::new_multi(rows(tokens, d)));
-    PointStruct::new(u64::from(id), vectors, payload)
+        .add_vector(TOKENS_VECTOR, Vector::new_multi(rows(tokens, d)))
 }
 
 /// How a search runs on the collection.

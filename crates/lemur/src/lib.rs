@@ -89,7 +89,7 @@ pub use precision::{Precision, TokenPrecision, WeightPrecision};
 pub use segments::{SegmentInfo, SegmentedIndex, StoredDocument};
 pub use storage::{StorageConfig, TokenCodec, WeightCodec};
 #[cfg(feature = "text")]
-pub use text_index::{TextIndex, TextIndexConfig, TextIndexError, TextIndexStats};
+pub use text_index::{TextDocument, TextIndex, TextIndexConfig, TextIndexError, TextIndexStats};
 pub use weights::DocWeights;
 
 /// The graph first stage over `W` (`lemur-ann`).

@@ -270,3 +270,65 @@ fn bad_input_is_a_typed_error() {
         Err(TextIndexError::Index(_))
     ));
 }
+
+#[test]
+fn stored_documents_and_query_features_are_what_the_search_uses() {
+    let mut index = filled(TextIndexConfig::default());
+    assert!(index.remove("tea"));
+    let stored: Vec<&str> = index.documents().map(|document| document.doc_id).collect();
+    let expected: Vec<&str> = DOCS
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|&id| id != "tea")
+        .collect();
+    assert_eq!(stored, expected, "live documents, in storage order");
+    assert!(index.document("tea").is_none());
+
+    let lemur = index.lemur_index().unwrap();
+    let mars = index.document("mars").unwrap();
+    assert_eq!(mars.weights.len(), lemur.feature_dim());
+    assert_eq!(mars.tokens.len() % lemur.dim(), 0);
+    // The stored tokens are the document's encoding.
+    let encoded = encoder()
+        .encode_tokens(&[DOCS[3].1], &index.document_options())
+        .unwrap();
+    assert_eq!(encoded.get(0).len(), mars.tokens.len());
+    assert!(
+        encoded
+            .get(0)
+            .iter()
+            .zip(mars.tokens)
+            .all(|(a, b)| (a - b).abs() < 1e-5)
+    );
+    // The query vectors are the search's: their MaxSim against the stored
+    // tokens is the search's score, and the features are one row of `h`.
+    let query = "two small moons of Mars";
+    let (queries, features) = index.query_vectors_and_features(&[query]).unwrap();
+    assert_eq!((queries.len(), features.len()), (1, lemur.feature_dim()));
+    let d = lemur.dim();
+    let score: f32 = queries
+        .get(0)
+        .chunks_exact(d)
+        .map(|q| {
+            mars.tokens
+                .chunks_exact(d)
+                .map(|t| q.iter().zip(t).map(|(a, b)| a * b).sum::<f32>())
+                .fold(f32::NEG_INFINITY, f32::max)
+        })
+        .sum();
+    let top = index.search(query, 1).unwrap();
+    assert_eq!(top[0].0, "mars");
+    assert!((top[0].1 - score).abs() < 1e-4, "{} vs {score}", top[0].1);
+    assert!(features.iter().all(|f| f.is_finite()));
+
+    assert!(matches!(
+        index.query_vectors_and_features(&["ok", " "]),
+        Err(TextIndexError::EmptyQuery { index: 1 })
+    ));
+    let empty = TextIndex::new(encoder(), TextIndexConfig::default()).unwrap();
+    assert!(matches!(
+        empty.query_vectors_and_features(&["moons"]),
+        Err(TextIndexError::NoDocuments)
+    ));
+    assert_eq!(empty.documents().count(), 0);
+}

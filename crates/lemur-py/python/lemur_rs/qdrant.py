@@ -10,6 +10,13 @@ tokens. Qdrant runs it on every shard and merges the shards' hits by score.
 lemur-rs supplies what Qdrant cannot compute: the feature map, the fitted
 ``W`` rows and the query features. docs/SCALE-OUT.md has the cluster recipe.
 
+A ``TextIndex`` is exported the same way, each point's id derived from its
+string id (``text_point_id``) and its payload carrying it (``doc_id``);
+``search_text`` searches it with query texts. Every point's payload holds a
+fingerprint of its vectors (``lemur_row``), so exporting again sends only
+the points that are missing or changed (the Rust connector and ``lemur
+qdrant`` derive ids and fingerprints the same way).
+
 Needs the ``qdrant-client`` package (``pip install qdrant-client``); the
 ``client`` arguments are ``qdrant_client.QdrantClient`` objects, for a
 server (``QdrantClient(url=...)``) or in local mode
@@ -18,16 +25,21 @@ server (``QdrantClient(url=...)``) or in local mode
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
+import uuid
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from . import _arrays
 from .index import Index
+from .text import TextIndex
 
 __all__ = [
+    "DOC_ID_KEY",
+    "FINGERPRINT_KEY",
     "QdrantError",
     "TOKENS_VECTOR",
     "W_VECTOR",
@@ -35,7 +47,10 @@ __all__ = [
     "create_collection",
     "delete",
     "export",
+    "fingerprint",
     "search",
+    "search_text",
+    "text_point_id",
     "vectors_config",
 ]
 
@@ -43,6 +58,32 @@ __all__ = [
 W_VECTOR = "lemur_w"
 #: The named multivector holding each document's tokens.
 TOKENS_VECTOR = "tokens"
+#: The payload key of a text document's string id.
+DOC_ID_KEY = "doc_id"
+#: The payload key of a point's fingerprint (``fingerprint``).
+FINGERPRINT_KEY = "lemur_row"
+
+
+def text_point_id(doc_id: str) -> str:
+    """The point id of a text index's document ``doc_id``: the first 16
+    bytes of the SHA-256 of its UTF-8 bytes, written as a UUID (Qdrant
+    takes unsigned integers or UUIDs as point ids)."""
+    return str(uuid.UUID(bytes=hashlib.sha256(doc_id.encode("utf-8")).digest()[:16]))
+
+
+def fingerprint(weights: np.ndarray, tokens: np.ndarray) -> str:
+    """The fingerprint of a document's vectors: the first 8 bytes, in hex,
+    of the SHA-256 of its row of ``W`` and then its tokens as little-endian
+    float32. A rebuilt index or a re-indexed text changes it."""
+    digest = hashlib.sha256(np.ascontiguousarray(weights, dtype="<f4").tobytes())
+    digest.update(np.ascontiguousarray(tokens, dtype="<f4").tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _point_key(point_id: Any) -> str:
+    """A point id as the collection returns it (an int, a UUID string or
+    object), in the form ``_point_id`` writes it."""
+    return str(point_id).lower()
 
 
 class QdrantError(OSError):
@@ -101,7 +142,7 @@ def _call(what: str, request: Callable[[], Any], retries: int, backoff: float) -
 
 
 def vectors_config(
-    index: Index,
+    index: Index | TextIndex,
     *,
     tokens_datatype: str = "float16",
     quantize_w: bool = True,
@@ -141,7 +182,7 @@ def vectors_config(
     }
 
 
-def check_collection(index: Index, client: Any, collection: str, *, retries: int = 3, backoff: float = 0.5) -> None:
+def check_collection(index: Index | TextIndex, client: Any, collection: str, *, retries: int = 3, backoff: float = 0.5) -> None:
     """Raises ``ValueError`` unless ``collection`` has the named vectors
     ``index`` needs, as wide as its ``W`` rows and tokens."""
     models = _models()
@@ -176,7 +217,7 @@ def check_collection(index: Index, client: Any, collection: str, *, retries: int
 
 
 def create_collection(
-    index: Index,
+    index: Index | TextIndex,
     client: Any,
     collection: str,
     *,
@@ -218,30 +259,43 @@ def create_collection(
     return True
 
 
-def _points(index: Index, ids: np.ndarray, payloads: Mapping[int, Mapping[str, Any]] | None) -> list[Any]:
+def _outgoing(
+    index: Index | TextIndex, ids: Sequence[Any], payloads: Mapping[Any, Mapping[str, Any]] | None
+) -> list[tuple[Any, str, Any]]:
+    """The documents ``ids`` of ``index`` as ``(point id, fingerprint,
+    point)``."""
     models = _models()
-    weights, tokens, counts = index.documents(ids)
+    text = isinstance(index, TextIndex)
+    weights, tokens, counts = index.documents(list(ids) if text else np.asarray(ids, dtype=np.int64))
     offsets = np.concatenate([[0], np.cumsum(counts)])
-    return [
-        models.PointStruct(
-            id=int(doc),
-            vector={
-                W_VECTOR: weights[i].tolist(),
-                TOKENS_VECTOR: tokens[offsets[i] : offsets[i + 1]].tolist(),
-            },
-            payload=None if payloads is None else dict(payloads.get(int(doc), {})),
+    outgoing = []
+    for i, doc in enumerate(ids):
+        document_tokens = tokens[offsets[i] : offsets[i + 1]]
+        key = fingerprint(weights[i], document_tokens)
+        doc = doc if text else int(doc)
+        payload = {} if payloads is None else dict(payloads.get(doc, {}))
+        if text:
+            point_id = text_point_id(doc)
+            payload[DOC_ID_KEY] = doc
+        else:
+            point_id = int(doc)
+        payload[FINGERPRINT_KEY] = key
+        point = models.PointStruct(
+            id=point_id,
+            vector={W_VECTOR: weights[i].tolist(), TOKENS_VECTOR: document_tokens.tolist()},
+            payload=payload,
         )
-        for i, doc in enumerate(ids)
-    ]
+        outgoing.append((point_id, key, point))
+    return outgoing
 
 
 def export(
-    index: Index,
+    index: Index | TextIndex,
     client: Any,
     collection: str,
     *,
     ids: Any = None,
-    payloads: Mapping[int, Mapping[str, Any]] | None = None,
+    payloads: Mapping[Any, Mapping[str, Any]] | None = None,
     shards: int = 1,
     replicas: int = 1,
     write_consistency: int = 1,
@@ -252,25 +306,34 @@ def export(
     progress: Callable[[int, int], None] | None = None,
     **vectors: Any,
 ) -> int:
-    """Writes the documents of ``index`` (all live ones, or ``ids``) into
-    ``collection`` as points, creating it first (``create_collection``'s
-    keywords) or checking the one there. Batches of ``batch_size`` points
-    are upserted with ``wait=True``, each sent again with exponential
-    back-off while Qdrant fails transiently (``retries``, ``backoff``
-    seconds), then ``QdrantError``. Upserts are idempotent: exporting again
-    resumes, skipping every batch whose points are all there already
-    (``resume``). ``payloads`` maps a document id to its payload (a text
-    index's string id, say); ``progress(done, total)`` is called after each
-    batch. Returns the points written."""
+    """Writes the documents of ``index`` (all live ones, or ``ids``: document
+    ids, or a ``TextIndex``'s string ids) into ``collection`` as points,
+    creating it first (``create_collection``'s keywords) or checking the one
+    there. Batches of ``batch_size`` points are upserted with ``wait=True``,
+    each sent again with exponential back-off while Qdrant fails
+    transiently (``retries``, ``backoff`` seconds), then ``QdrantError``.
+    Exporting again resumes: with ``resume``, points already there with the
+    same vectors (the same ``fingerprint``) are not sent again, so an
+    interrupted export finishes and a changed index (re-indexed texts, a
+    rebuild) sends only what changed. ``payloads`` maps a document id to
+    its payload; ``progress(done, total)`` is called after each batch.
+    Returns the points written. Documents deleted from the index are not
+    deleted from the collection: see ``delete``."""
     batch_size = _arrays.count(batch_size, "batch_size")
     if batch_size == 0:
         raise ValueError("batch_size must be at least 1")
-    ids = index.ids() if ids is None else _arrays.ids(ids, "ids").reshape(-1)
+    text = isinstance(index, TextIndex)
+    if text:
+        live = index.doc_ids()
+        ids = live if ids is None else [ids] if isinstance(ids, str) else list(ids)
+        missing = set(ids) - set(live)
+    else:
+        live = index.ids()
+        ids = live if ids is None else _arrays.ids(ids, "ids").reshape(-1)
+        missing = set(ids.tolist()) - set(live.tolist())
     # Unknown or deleted ids fail here, before anything is written.
-    live = set(index.ids().tolist())
-    unknown = [int(doc) for doc in ids if int(doc) not in live]
-    if unknown:
-        raise ValueError(f"document ids {unknown[:5]} are not in the index (never added, or deleted)")
+    if missing:
+        raise ValueError(f"document ids {sorted(missing)[:5]} are not in the index (never added, or deleted)")
     create_collection(
         index,
         client,
@@ -285,42 +348,55 @@ def export(
     written = 0
     for start in range(0, len(ids), batch_size):
         batch = ids[start : start + batch_size]
-        first, last = int(batch[0]), int(batch[-1])
+        first, last = (batch[0], batch[-1]) if text else (int(batch[0]), int(batch[-1]))
+        span = f"points {first!r}..{last!r}"
+        outgoing = _outgoing(index, batch, payloads)
         if resume:
-            present = _call(
-                f"reading points {first}..{last} of {collection!r}",
-                lambda: client.retrieve(collection, ids=batch.tolist(), with_payload=False, with_vectors=False),
+            stored = _call(
+                f"reading {span} of {collection!r}",
+                lambda: client.retrieve(
+                    collection,
+                    ids=[point_id for point_id, _, _ in outgoing],
+                    with_payload=[FINGERPRINT_KEY],
+                    with_vectors=False,
+                ),
                 retries,
                 backoff,
             )
-            if len(present) == len(batch):
-                if progress is not None:
-                    progress(start + len(batch), len(ids))
-                continue
-        points = _points(index, batch, payloads)
-        _call(
-            f"upserting points {first}..{last} into {collection!r} (export again to resume)",
-            lambda: client.upsert(collection_name=collection, points=points, wait=True),
-            retries,
-            backoff,
-        )
-        written += len(batch)
+            fingerprints = {_point_key(point.id): (point.payload or {}).get(FINGERPRINT_KEY) for point in stored}
+            outgoing = [item for item in outgoing if fingerprints.get(_point_key(item[0])) != item[1]]
+        if outgoing:
+            points = [point for _, _, point in outgoing]
+            _call(
+                f"upserting {span} into {collection!r} (export again to resume)",
+                lambda: client.upsert(collection_name=collection, points=points, wait=True),
+                retries,
+                backoff,
+            )
+            written += len(points)
         if progress is not None:
             progress(start + len(batch), len(ids))
     return written
 
 
 def delete(client: Any, collection: str, ids: Any, *, retries: int = 5, backoff: float = 0.5) -> None:
-    """Deletes documents (deleted from the index, say) from ``collection``."""
+    """Deletes documents (deleted from the index, say) from ``collection``:
+    document ids, or a ``TextIndex``'s string ids."""
     models = _models()
-    ids = _arrays.ids(ids, "ids").reshape(-1)
-    if (ids < 0).any():
-        raise ValueError("document ids are >= 0")
+    if isinstance(ids, str) or (
+        isinstance(ids, Sequence) and len(ids) > 0 and all(isinstance(doc, str) for doc in ids)
+    ):
+        point_ids: list[Any] = [text_point_id(doc) for doc in ([ids] if isinstance(ids, str) else ids)]
+    else:
+        numbers = _arrays.ids(ids, "ids").reshape(-1)
+        if (numbers < 0).any():
+            raise ValueError("document ids are >= 0")
+        point_ids = numbers.tolist()
     _call(
-        f"deleting {len(ids)} points from {collection!r}",
+        f"deleting {len(point_ids)} points from {collection!r}",
         lambda: client.delete(
             collection_name=collection,
-            points_selector=models.PointIdsList(points=ids.tolist()),
+            points_selector=models.PointIdsList(points=point_ids),
             wait=True,
         ),
         retries,
@@ -354,20 +430,106 @@ def search(
     ``oversampling`` tune that stage) and reranks them by exact MaxSim.
     With ``with_payload`` the points' payloads come third, one list per
     query."""
-    models = _models()
     tokens = _arrays.float_matrix(query_tokens, "query_tokens")
     counts = _arrays.counts(query_counts, "query_counts", rows=tokens.shape[0])
     k = _arrays.count(k, "k")
     n_candidates = _arrays.count(n_candidates, "n_candidates")
+    _check_sizes(k, n_candidates, oversampling)
+    if (counts == 0).any():
+        raise ValueError(f"query {int(np.argmax(counts == 0))} has no tokens")
+    features = index.query_features(tokens, counts, num_threads=num_threads)
+    ids = np.full((len(counts), k), -1, dtype=np.int64)
+    scores = np.full((len(counts), k), -np.inf, dtype=np.float32)
+    payloads: list[list[Any]] = []
+    responses = _query(
+        client, collection, tokens, counts, features, k, n_candidates,
+        hnsw_ef=hnsw_ef, exact=exact, rescore=rescore, oversampling=oversampling,
+        with_payload=with_payload, retries=retries, backoff=backoff,
+    )
+    for q, points in enumerate(responses):
+        ids[q, : len(points)] = [int(point.id) for point in points]
+        scores[q, : len(points)] = [point.score for point in points]
+        payloads.append([point.payload for point in points])
+    if with_payload:
+        return ids, scores, payloads
+    return ids, scores
+
+
+def search_text(
+    index: TextIndex,
+    client: Any,
+    collection: str,
+    queries: str | Sequence[str],
+    k: int = 10,
+    n_candidates: int = 200,
+    *,
+    hnsw_ef: int | None = None,
+    exact: bool = False,
+    rescore: bool = True,
+    oversampling: float | None = None,
+    retries: int = 3,
+    backoff: float = 0.5,
+    num_threads: int = -1,
+) -> list[tuple[str, float]] | list[list[tuple[str, float]]]:
+    """``(id, score)`` pairs of the ``k`` best documents per query text,
+    best first, as ``TextIndex.search`` returns them (one list for one
+    query string), from a collection ``export`` filled from ``index``: the
+    queries are encoded and their features computed here, and each shard
+    reranks its own ``n_candidates`` by exact MaxSim."""
+    single = isinstance(queries, str)
+    texts = [queries] if single else list(queries)
+    k = _arrays.count(k, "k")
+    n_candidates = _arrays.count(n_candidates, "n_candidates")
+    _check_sizes(k, n_candidates, oversampling)
+    if not texts:
+        return []
+    tokens, counts, features = index.query_vectors_and_features(texts, num_threads=num_threads)
+    responses = _query(
+        client, collection, tokens, counts, features, k, n_candidates,
+        hnsw_ef=hnsw_ef, exact=exact, rescore=rescore, oversampling=oversampling,
+        with_payload=[DOC_ID_KEY], retries=retries, backoff=backoff,
+    )
+    hits = []
+    for points in responses:
+        found = []
+        for point in points:
+            doc_id = (point.payload or {}).get(DOC_ID_KEY)
+            if not isinstance(doc_id, str):
+                raise ValueError(f"collection {collection!r}: point {point.id} has no text document id")
+            found.append((doc_id, float(point.score)))
+        hits.append(found)
+    return hits[0] if single else hits
+
+
+def _check_sizes(k: int, n_candidates: int, oversampling: float | None) -> None:
     if k == 0:
         raise ValueError("k must be at least 1")
     if n_candidates < k:
         raise ValueError(f"n_candidates ({n_candidates}) must be at least k ({k})")
-    if (counts == 0).any():
-        raise ValueError(f"query {int(np.argmax(counts == 0))} has no tokens")
     if oversampling is not None and not (math.isfinite(oversampling) and oversampling >= 1):
         raise ValueError(f"oversampling must be >= 1, got {oversampling}")
-    features = index.query_features(tokens, counts, num_threads=num_threads)
+
+
+def _query(
+    client: Any,
+    collection: str,
+    tokens: np.ndarray,
+    counts: np.ndarray,
+    features: np.ndarray,
+    k: int,
+    n_candidates: int,
+    *,
+    hnsw_ef: int | None,
+    exact: bool,
+    rescore: bool,
+    oversampling: float | None,
+    with_payload: Any,
+    retries: int,
+    backoff: float,
+) -> list[list[Any]]:
+    """The two-stage query of every query, in one batch: each query's
+    scored points, best first (at most ``k``)."""
+    models = _models()
     params = models.SearchParams(
         hnsw_ef=hnsw_ef,
         exact=exact,
@@ -392,14 +554,4 @@ def search(
         retries,
         backoff,
     )
-    ids = np.full((len(counts), k), -1, dtype=np.int64)
-    scores = np.full((len(counts), k), -np.inf, dtype=np.float32)
-    payloads: list[list[Any]] = []
-    for q, response in enumerate(responses):
-        points = response.points[:k]
-        ids[q, : len(points)] = [int(point.id) for point in points]
-        scores[q, : len(points)] = [point.score for point in points]
-        payloads.append([point.payload for point in points])
-    if with_payload:
-        return ids, scores, payloads
-    return ids, scores
+    return [response.points[:k] for response in responses]

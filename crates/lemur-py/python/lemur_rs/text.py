@@ -142,6 +142,42 @@ class TextIndex:
         hits = self._native.search(texts, _arrays.count(k, "k"), _arrays.threads(num_threads))
         return hits[0] if single else hits
 
+    def doc_ids(self) -> list[str]:
+        """The ids of every searchable document, in storage order."""
+        return self._native.doc_ids()
+
+    def documents(self, doc_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Documents as stored: their rows of ``W`` (``[n, h]``), their
+        tokens (``[n_tokens, d]``) and tokens per document (``int64``), for
+        exporting the index to another engine."""
+        doc_ids, _ = _texts(doc_ids, "doc_ids")
+        return self._native.documents(doc_ids)
+
+    def query_vectors_and_features(
+        self, queries: str | Sequence[str], num_threads: int = -1
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The token vectors of query texts as ``search`` encodes them
+        (tokens and tokens per query) and their LEMUR query features
+        (``[n, h]``), for a search that runs elsewhere."""
+        texts, _ = _texts(queries, "queries")
+        return self._native.query_vectors_and_features(texts, _arrays.threads(num_threads))
+
+    @property
+    def dim(self) -> int:
+        """Width of the token vectors (the index must hold a document)."""
+        return self._widths()[1]
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of the rows of ``W`` (the index must hold a document)."""
+        return self._widths()[0]
+
+    def _widths(self) -> tuple[int, int]:
+        widths = self._native.widths()
+        if widths is None:
+            raise ValueError("the text index holds no documents yet")
+        return widths
+
     def remove(self, doc_id: str) -> bool:
         """Removes a document; returns whether it was indexed."""
         return self._native.remove(doc_id)

@@ -105,6 +105,9 @@ pub enum TextIndexError {
     /// There is nothing to save: the index holds no documents.
     #[error("the text index holds no documents; there is nothing to save")]
     NothingToSave,
+    /// The index holds no documents yet, so it has no feature map.
+    #[error("the text index holds no documents yet")]
+    NoDocuments,
 }
 
 /// Counts describing a [`TextIndex`].
@@ -120,6 +123,17 @@ pub struct TextIndexStats {
     pub built_documents: usize,
     /// Width of the token vectors.
     pub dim: usize,
+}
+
+/// A searchable document as a [`TextIndex`] stores it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TextDocument<'a> {
+    /// Its id.
+    pub doc_id: &'a str,
+    /// Its row of `W`, as wide as the query features.
+    pub weights: &'a [f32],
+    /// Its token vectors, `[n_tokens, d]` row-major.
+    pub tokens: &'a [f32],
 }
 
 /// A text-level late-interaction index: `index(doc_id, text)`,
@@ -212,6 +226,48 @@ impl TextIndex {
     /// Whether `doc_id` is searchable.
     pub fn contains(&self, doc_id: &str) -> bool {
         self.positions.contains_key(doc_id)
+    }
+
+    /// Every searchable document, in storage order.
+    pub fn documents(&self) -> impl Iterator<Item = TextDocument<'_>> {
+        let index = self.index.as_ref();
+        self.doc_ids
+            .iter()
+            .enumerate()
+            .filter(|&(p, _)| !self.removed[p])
+            .filter_map(move |(p, doc_id)| {
+                Some(TextDocument {
+                    doc_id,
+                    weights: index?.weights().row(p),
+                    tokens: index?.corpus().get(p),
+                })
+            })
+    }
+
+    /// The searchable document `doc_id`, if there is one.
+    pub fn document(&self, doc_id: &str) -> Option<TextDocument<'_>> {
+        let (doc_id, &p) = self.positions.get_key_value(doc_id)?;
+        let index = self.index.as_ref()?;
+        Some(TextDocument {
+            doc_id,
+            weights: index.weights().row(p as usize),
+            tokens: index.corpus().get(p as usize),
+        })
+    }
+
+    /// The token vectors of `queries` as [`TextIndex::search_batch`]
+    /// encodes them, and their LEMUR query features (`[queries, h]`
+    /// row-major), for a search that runs elsewhere (a Qdrant collection,
+    /// say).
+    pub fn query_vectors_and_features<S: AsRef<str> + Sync>(
+        &self,
+        queries: &[S],
+    ) -> Result<(MultiVectors, Vec<f32>), TextIndexError> {
+        check_queries(queries)?;
+        let index = self.index.as_ref().ok_or(TextIndexError::NoDocuments)?;
+        let query_vectors = self.encoder.encode_queries(queries)?;
+        let features = index.query_features(&query_vectors);
+        Ok((query_vectors, features))
     }
 
     /// Counts of documents and tokens.
@@ -473,9 +529,7 @@ impl TextIndex {
         if top_k == 0 {
             return Err(TextIndexError::ZeroK);
         }
-        if let Some(index) = queries.iter().position(|q| q.as_ref().trim().is_empty()) {
-            return Err(TextIndexError::EmptyQuery { index });
-        }
+        check_queries(queries)?;
         let Some(index) = &self.index else {
             return Ok(vec![Vec::new(); queries.len()]);
         };
@@ -502,6 +556,13 @@ impl TextIndex {
                     .collect()
             })
             .collect())
+    }
+}
+
+fn check_queries<S: AsRef<str>>(queries: &[S]) -> Result<(), TextIndexError> {
+    match queries.iter().position(|q| q.as_ref().trim().is_empty()) {
+        Some(index) => Err(TextIndexError::EmptyQuery { index }),
+        None => Ok(()),
     }
 }
 

@@ -84,6 +84,15 @@ impl TextIndex {
         Ok(())
     }
 
+    /// Whether the index directory `dir` holds a text index (and not a
+    /// plain LEMUR index). Reads its manifest only.
+    pub fn is_saved_in(dir: impl AsRef<Path>) -> Result<bool, TextIndexError> {
+        let (_, metadata) = crate::persist::open_store(dir.as_ref())?;
+        Ok(metadata
+            .extra
+            .is_some_and(|extra| extra.get("text_index").is_some()))
+    }
+
     /// The model directory a saved index was built with, if it recorded
     /// one ([`TextIndex::from_model_dir`]).
     pub fn saved_model_dir(dir: impl AsRef<Path>) -> Result<Option<PathBuf>, TextIndexError> {
