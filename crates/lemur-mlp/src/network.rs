@@ -4,6 +4,8 @@
 // The row loops index several parallel buffers at once, as the formulas do.
 #![allow(clippy::needless_range_loop)]
 
+use rayon::prelude::*;
+
 use crate::activation::Activation;
 use crate::block::Block;
 use crate::map::FeatureMap;
@@ -39,6 +41,18 @@ pub struct ForwardCache<T> {
     /// Network outputs `[B, n_outputs]`.
     output: Vec<T>,
 }
+
+/// Fewest rows per rayon task of the element-wise row loops (a row is a
+/// few thousand values: smaller tasks cost more to hand out than to run).
+const ROWS_PER_TASK: usize = 16;
+
+/// One row of a block's forward pass: the pre-activations (with the bias
+/// still to add), `xhat`, the LayerNorm outputs, the activations and the
+/// row's `1 / std`.
+type RowsOut<'a, T> = (
+    ((&'a mut [T], &'a mut [T]), (&'a mut [T], &'a mut [T])),
+    &'a mut T,
+);
 
 /// `act(x)` for any float type.
 fn act<T: Real>(activation: Activation, x: T) -> T {
@@ -237,8 +251,8 @@ impl<T: Real> Network<T> {
             activations.resize(rows * width, T::default());
             inv_std.resize(rows, T::default());
             let n = T::from_f64(width as f64);
-            for r in 0..rows {
-                let row = &mut z[r * width..(r + 1) * width];
+            let activation = self.activation;
+            let block_row = |(((row, xhat), (normed, activations)), inv_std): RowsOut<'_, T>| {
                 row.iter_mut().zip(bias).for_each(|(v, &b)| *v += b);
                 let mut mean = T::default();
                 row.iter().for_each(|&v| mean += v);
@@ -247,14 +261,32 @@ impl<T: Real> Network<T> {
                 row.iter().for_each(|&v| var += (v - mean) * (v - mean));
                 var = var / n;
                 let inv = T::from_f64(1.0) / (var + T::from_f64(LAYER_NORM_EPS as f64)).sqrt();
-                inv_std[r] = inv;
+                *inv_std = inv;
                 for j in 0..width {
                     let xh = (row[j] - mean) * inv;
                     let nv = xh * gain[j] + beta[j];
-                    xhat[r * width + j] = xh;
-                    normed[r * width + j] = nv;
-                    activations[r * width + j] = act(self.activation, nv);
+                    xhat[j] = xh;
+                    normed[j] = nv;
+                    activations[j] = act(activation, nv);
                 }
+            };
+            if threads <= 1 {
+                z.chunks_mut(width)
+                    .zip(xhat.chunks_mut(width))
+                    .zip(normed.chunks_mut(width).zip(activations.chunks_mut(width)))
+                    .zip(inv_std.iter_mut())
+                    .for_each(block_row);
+            } else {
+                z.par_chunks_mut(width)
+                    .zip(xhat.par_chunks_mut(width))
+                    .zip(
+                        normed
+                            .par_chunks_mut(width)
+                            .zip(activations.par_chunks_mut(width)),
+                    )
+                    .zip(inv_std.par_iter_mut())
+                    .with_min_len(ROWS_PER_TASK)
+                    .for_each(block_row);
             }
         }
         let h = self.feature_dim();
@@ -349,27 +381,49 @@ impl<T: Real> Network<T> {
             let gain = &self.params[4 * l + 2];
             let (xhat, normed, inv_std) = (&cache.xhat[l], &cache.normed[l], &cache.inv_std[l]);
             let mut d_z = vec![T::default(); rows * width];
-            let mut d_gain = vec![T::default(); width];
-            let mut d_beta = vec![T::default(); width];
+            let mut d_normed = vec![T::default(); rows * width];
             let n = T::from_f64(width as f64);
-            for r in 0..rows {
+            let activation = self.activation;
+            // Per row: the gradient through the activation and the
+            // LayerNorm (rows are independent, so the result does not
+            // depend on how they are split between threads).
+            let block_row = |(r, (d_z, d_normed)): (usize, (&mut [T], &mut [T]))| {
                 let base = r * width;
                 let mut mean_dxhat = T::default();
                 let mut mean_dxhat_xhat = T::default();
                 for j in 0..width {
-                    let d_normed = d_act[base + j] * act_grad(self.activation, normed[base + j]);
-                    d_gain[j] += d_normed * xhat[base + j];
-                    d_beta[j] += d_normed;
-                    let d_xhat = d_normed * gain[j];
-                    d_z[base + j] = d_xhat;
+                    let d_norm = d_act[base + j] * act_grad(activation, normed[base + j]);
+                    d_normed[j] = d_norm;
+                    let d_xhat = d_norm * gain[j];
+                    d_z[j] = d_xhat;
                     mean_dxhat += d_xhat;
                     mean_dxhat_xhat += d_xhat * xhat[base + j];
                 }
                 mean_dxhat = mean_dxhat / n;
                 mean_dxhat_xhat = mean_dxhat_xhat / n;
                 for j in 0..width {
-                    d_z[base + j] = inv_std[r]
-                        * (d_z[base + j] - mean_dxhat - xhat[base + j] * mean_dxhat_xhat);
+                    d_z[j] = inv_std[r] * (d_z[j] - mean_dxhat - xhat[base + j] * mean_dxhat_xhat);
+                }
+            };
+            if threads <= 1 {
+                d_z.chunks_mut(width)
+                    .zip(d_normed.chunks_mut(width))
+                    .enumerate()
+                    .for_each(block_row);
+            } else {
+                d_z.par_chunks_mut(width)
+                    .zip(d_normed.par_chunks_mut(width))
+                    .enumerate()
+                    .with_min_len(ROWS_PER_TASK)
+                    .for_each(block_row);
+            }
+            // The gain's and bias's gradients sum over rows, in row order.
+            let mut d_gain = vec![T::default(); width];
+            let mut d_beta = vec![T::default(); width];
+            for (d_normed, xhat) in d_normed.chunks_exact(width).zip(xhat.chunks_exact(width)) {
+                for j in 0..width {
+                    d_gain[j] += d_normed[j] * xhat[j];
+                    d_beta[j] += d_normed[j];
                 }
             }
             let input: &[T] = if l == 0 {

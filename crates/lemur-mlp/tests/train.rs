@@ -201,3 +201,57 @@ fn the_trained_feature_map_computes_the_networks_features() {
         "psi V^T differs from the network output: mse {reference}"
     );
 }
+
+#[test]
+fn threads_change_nothing_and_f32_follows_f64() {
+    let mut rng = Rng(13);
+    let (dims, outputs, rows) = (vec![12, 40, 32], 7, 96);
+    let mut exact = Network::<f64>::new(&dims, outputs, Activation::Gelu, 4);
+    for tensor in exact.params_mut() {
+        tensor.iter_mut().for_each(|v| *v += 0.2 * rng.next());
+    }
+    let x: Vec<f64> = (0..rows * dims[0]).map(|_| 2.0 * rng.next()).collect();
+    let y: Vec<f64> = (0..rows * outputs).map(|_| rng.next()).collect();
+    let mut fast = Network::<f32>::new(&dims, outputs, Activation::Gelu, 4);
+    for (to, from) in fast.params_mut().iter_mut().zip(exact.params()) {
+        to.iter_mut().zip(from).for_each(|(t, &f)| *t = f as f32);
+    }
+    let (x32, y32): (Vec<f32>, Vec<f32>) = (
+        x.iter().map(|&v| v as f32).collect(),
+        y.iter().map(|&v| v as f32).collect(),
+    );
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let gradients = |threads: usize| {
+        pool.install(|| {
+            let mut cache = ForwardCache::default();
+            fast.forward(&x32, rows, threads, &mut cache);
+            let mut grads = Vec::new();
+            fast.backward(&x32, &y32, &cache, threads, &mut grads);
+            (fast.loss(&cache, &y32), grads)
+        })
+    };
+    // The row loops split rows between threads; each row is computed the
+    // same way, so the result is bit-identical.
+    let (loss_1, grads_1) = gradients(1);
+    let (loss_2, grads_2) = gradients(2);
+    assert_eq!(loss_1.to_bits(), loss_2.to_bits());
+    assert_eq!(grads_1, grads_2);
+    // f32 (fast exp and erf) against f64 (libm) on the same parameters.
+    let mut cache = ForwardCache::default();
+    exact.forward(&x, rows, 1, &mut cache);
+    let mut want = Vec::new();
+    exact.backward(&x, &y, &cache, 1, &mut want);
+    assert!((loss_1 - exact.loss(&cache, &y)).abs() <= 1e-5 * loss_1.abs());
+    for (got, want) in grads_1.iter().zip(&want) {
+        let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        for (&g, &w) in got.iter().zip(want) {
+            assert!(
+                (f64::from(g) - w).abs() <= 1e-4 * scale + 1e-7,
+                "{g} vs {w}"
+            );
+        }
+    }
+}
