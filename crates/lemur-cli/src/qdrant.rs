@@ -282,6 +282,10 @@ fn export(
                         .collect::<Result<_>>()
                 })
                 .transpose()?;
+            // Unknown ids fail before a collection is made for them.
+            for &id in ids.iter().flatten() {
+                index.document(id)?;
+            }
             let created = collection.create(spec, index)?;
             let total = ids.as_ref().map_or(index.len(), Vec::len);
             let written = with_bar(out, total, |progress| {
@@ -292,6 +296,9 @@ fn export(
         }
         Source::Text(index) => {
             let ids: Option<Vec<&str>> = ids.map(|ids| ids.iter().map(String::as_str).collect());
+            if let Some(unknown) = ids.iter().flatten().find(|id| !index.contains(id)) {
+                bail!("no searchable document {unknown:?} in the text index");
+            }
             let created = collection.create_text(spec, index)?;
             let total = ids.as_ref().map_or(index.len(), Vec::len);
             let written = with_bar(out, total, |progress| {

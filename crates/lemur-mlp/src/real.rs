@@ -40,7 +40,8 @@ pub trait Real:
     fn to_f64(self) -> f64;
     /// Square root.
     fn sqrt(self) -> Self;
-    /// `e^self`.
+    /// `e^self`; f32 clamps `self` to `[-87, 88]` (never 0 or infinity,
+    /// within 2 ulp inside).
     fn exp(self) -> Self;
     /// `ln(1 + self)`.
     fn ln_1p(self) -> Self;

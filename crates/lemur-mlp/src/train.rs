@@ -22,7 +22,9 @@ pub struct TrainConfig {
     pub grad_clip: f64,
     /// Seed of the per-epoch shuffles.
     pub seed: u64,
-    /// Threads faer may use inside each matrix product (1: sequential).
+    /// Threads faer may use inside each matrix product (1: sequential);
+    /// above 1 the blocks' row loops also split over the current rayon
+    /// pool, so run training inside a pool of this many threads.
     pub threads: usize,
 }
 

@@ -258,14 +258,16 @@ impl NativeTextIndex {
         queries: Vec<String>,
         num_threads: i64,
     ) -> PyResult<QueryVectors<'py>> {
-        let (vectors, features) = py.detach(|| {
+        let (vectors, features, h) = py.detach(|| {
             pool::run(num_threads, || {
-                self.read()?
+                let index = self.read()?;
+                let (vectors, features) = index
                     .query_vectors_and_features(&queries)
-                    .map_err(text_index_error)
+                    .map_err(text_index_error)?;
+                let h = index.lemur_index().map_or(0, |lemur| lemur.feature_dim());
+                Ok::<_, PyErr>((vectors, features, h))
             })
         })??;
-        let h = features.len() / queries.len().max(1);
         let (tokens, counts) = token_sets(py, &vectors);
         Ok((tokens, counts, matrix(py, features, queries.len(), h)))
     }

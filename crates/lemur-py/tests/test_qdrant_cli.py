@@ -156,6 +156,10 @@ def test_bad_servers_and_collections_are_one_line_errors(setup, lemur_cli):
     zero = lemur(lemur_cli, "qdrant", "export", tmp / "index", "--url", url, "--collection", "x",
                  "--shards", 0, check=False)
     assert zero.returncode == 1 and "shards must be at least 1" in zero.stderr
+    unknown = lemur(lemur_cli, "qdrant", "export", tmp / "index", "--url", url, "--collection", "fresh",
+                    "--ids", "5,100000", check=False)
+    assert unknown.returncode == 1 and "100000" in unknown.stderr
+    assert not client.collection_exists("fresh")
 
 
 def read_text_run(path):

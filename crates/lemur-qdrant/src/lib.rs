@@ -83,7 +83,9 @@ pub struct ExportOptions {
     pub batch_size: usize,
     /// Skip the points the collection holds already with the same vectors
     /// (exporting again after an interruption, or after the index changed,
-    /// writes only what is missing or different).
+    /// writes only what is missing or different). The fingerprint covers
+    /// the vectors, not the payload: `false` rewrites every point, which
+    /// is how changed payloads reach points already there.
     pub resume: bool,
 }
 

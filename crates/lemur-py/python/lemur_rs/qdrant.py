@@ -82,7 +82,7 @@ def fingerprint(weights: np.ndarray, tokens: np.ndarray) -> str:
 
 def _point_key(point_id: Any) -> str:
     """A point id as the collection returns it (an int, a UUID string or
-    object), in the form ``_point_id`` writes it."""
+    object), in the form ``export`` compares it with the id it wrote."""
     return str(point_id).lower()
 
 
@@ -315,7 +315,10 @@ def export(
     Exporting again resumes: with ``resume``, points already there with the
     same vectors (the same ``fingerprint``) are not sent again, so an
     interrupted export finishes and a changed index (re-indexed texts, a
-    rebuild) sends only what changed. ``payloads`` maps a document id to
+    rebuild) sends only what changed. The fingerprint covers the vectors,
+    not the payload: to write changed ``payloads`` to points that are
+    already there, export with ``resume=False``; a rewritten point gets
+    this export's payload whole. ``payloads`` maps a document id to
     its payload; ``progress(done, total)`` is called after each batch.
     Returns the points written. Documents deleted from the index are not
     deleted from the collection: see ``delete``."""
