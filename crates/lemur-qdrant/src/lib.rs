@@ -342,7 +342,9 @@ impl QdrantCollection {
             .collect();
         Ok(batch
             .iter()
-            .filter(|document| stored.get(&document.key) != Some(&document.fingerprint))
+            .filter(|document| {
+                id_key(&document.id).and_then(|key| stored.get(&key)) != Some(&document.fingerprint)
+            })
             .collect())
     }
 
@@ -409,26 +411,18 @@ impl QdrantCollection {
         }
         let features = index.base().query_features(&queries);
         let answers = self.query(&features, &queries, index.feature_dim(), spec, None)?;
-        answers
-            .into_iter()
-            .map(|points| {
-                points
-                    .into_iter()
-                    .map(|point| {
-                        let doc = match point.id.and_then(|id| id.point_id_options) {
-                            Some(PointIdOptions::Num(id)) => u32::try_from(id).ok(),
-                            _ => None,
-                        }
-                        .ok_or_else(|| self.mismatch("a point's id is not a document id"))?;
-                        let hit = Hit {
-                            doc,
-                            score: point.score,
-                        };
-                        Ok((hit, point.payload))
-                    })
-                    .collect()
-            })
-            .collect()
+        each_point(answers, |point| {
+            let doc = match point.id.and_then(|id| id.point_id_options) {
+                Some(PointIdOptions::Num(id)) => u32::try_from(id).ok(),
+                _ => None,
+            }
+            .ok_or_else(|| self.mismatch("a point's id is not a document id"))?;
+            let hit = Hit {
+                doc,
+                score: point.score,
+            };
+            Ok((hit, point.payload))
+        })
     }
 
     /// The two-stage query of every query (`features`, `[n, h]`), in
@@ -495,6 +489,18 @@ impl ExportOptions {
         }
         Ok(())
     }
+}
+
+/// Every query's scored points as `convert` makes them, or its first
+/// refusal.
+fn each_point<R>(
+    answers: Vec<Vec<ScoredPoint>>,
+    convert: impl Fn(ScoredPoint) -> Result<R, QdrantError>,
+) -> Result<Vec<Vec<R>>, QdrantError> {
+    answers
+        .into_iter()
+        .map(|points| points.into_iter().map(&convert).collect())
+        .collect()
 }
 
 /// The string a payload value holds, if it is one.

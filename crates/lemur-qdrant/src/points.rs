@@ -48,8 +48,8 @@ pub fn fingerprint(weights: &[f32], tokens: &[f32]) -> String {
         .collect()
 }
 
-/// A point id in the form [`Outgoing::key`] compares: the number, or the
-/// UUID in lower case.
+/// A point id in the form an export compares: the number, or the UUID in
+/// lower case.
 pub(crate) fn id_key(id: &PointId) -> Option<String> {
     match id.point_id_options.as_ref()? {
         PointIdOptions::Num(number) => Some(number.to_string()),
@@ -61,8 +61,6 @@ pub(crate) fn id_key(id: &PointId) -> Option<String> {
 pub(crate) struct Outgoing<'a> {
     /// Its point id.
     pub(crate) id: PointId,
-    /// [`id_key`] of `id`.
-    pub(crate) key: String,
     /// How messages name it (its document id).
     pub(crate) label: String,
     pub(crate) weights: &'a [f32],
@@ -81,7 +79,6 @@ impl<'a> Outgoing<'a> {
     ) -> Self {
         Outgoing {
             id: u64::from(id).into(),
-            key: id.to_string(),
             label: id.to_string(),
             weights,
             tokens,
@@ -98,11 +95,9 @@ impl<'a> Outgoing<'a> {
         tokens: &'a [f32],
         mut payload: Payload,
     ) -> Self {
-        let uuid = text_point_id(doc_id);
         payload.insert(DOC_ID_KEY, doc_id.to_string());
         Outgoing {
-            id: uuid.clone().into(),
-            key: uuid,
+            id: text_point_id(doc_id).into(),
             label: format!("{doc_id:?}"),
             weights,
             tokens,

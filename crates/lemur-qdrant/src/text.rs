@@ -10,7 +10,8 @@ use qdrant_client::qdrant::{PointId, WithPayloadSelector};
 
 use crate::points::{DOC_ID_KEY, Outgoing, text_point_id};
 use crate::{
-    CollectionSpec, ExportOptions, QdrantCollection, QdrantError, SearchSpec, string_value,
+    CollectionSpec, ExportOptions, QdrantCollection, QdrantError, SearchSpec, each_point,
+    string_value,
 };
 
 /// The widths of `index`'s rows of `W` and tokens.
@@ -101,21 +102,13 @@ impl QdrantCollection {
             vec![DOC_ID_KEY].into()
         };
         let answers = self.query(&features, &query_vectors, h, spec, Some(selector))?;
-        answers
-            .into_iter()
-            .map(|points| {
-                points
-                    .into_iter()
-                    .map(|point| {
-                        let doc_id = point
-                            .payload
-                            .get(DOC_ID_KEY)
-                            .and_then(string_value)
-                            .ok_or_else(|| self.mismatch("a point has no text document id"))?;
-                        Ok((doc_id.to_string(), point.score))
-                    })
-                    .collect()
-            })
-            .collect()
+        each_point(answers, |point| {
+            let doc_id = point
+                .payload
+                .get(DOC_ID_KEY)
+                .and_then(string_value)
+                .ok_or_else(|| self.mismatch("a point has no text document id"))?;
+            Ok((doc_id.to_string(), point.score))
+        })
     }
 }

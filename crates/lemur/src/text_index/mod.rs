@@ -230,28 +230,23 @@ impl TextIndex {
 
     /// Every searchable document, in storage order.
     pub fn documents(&self) -> impl Iterator<Item = TextDocument<'_>> {
-        let index = self.index.as_ref();
-        self.doc_ids
-            .iter()
-            .enumerate()
-            .filter(|&(p, _)| !self.removed[p])
-            .filter_map(move |(p, doc_id)| {
-                Some(TextDocument {
-                    doc_id,
-                    weights: index?.weights().row(p),
-                    tokens: index?.corpus().get(p),
-                })
-            })
+        (0..self.doc_ids.len())
+            .filter(|&p| !self.removed[p])
+            .filter_map(|p| self.stored(p))
     }
 
     /// The searchable document `doc_id`, if there is one.
     pub fn document(&self, doc_id: &str) -> Option<TextDocument<'_>> {
-        let (doc_id, &p) = self.positions.get_key_value(doc_id)?;
+        self.stored(*self.positions.get(doc_id)? as usize)
+    }
+
+    /// The document stored at position `p`.
+    fn stored(&self, p: usize) -> Option<TextDocument<'_>> {
         let index = self.index.as_ref()?;
         Some(TextDocument {
-            doc_id,
-            weights: index.weights().row(p as usize),
-            tokens: index.corpus().get(p as usize),
+            doc_id: &self.doc_ids[p],
+            weights: index.weights().row(p),
+            tokens: index.corpus().get(p),
         })
     }
 
