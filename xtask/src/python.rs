@@ -53,8 +53,12 @@ pub(crate) fn test_python() -> Result<()> {
     run(maturin)?;
     let built = newest_new_wheel(&out, &[])?;
 
+    // The binary the workspace tests build (their features unified across
+    // the workspace): after `cargo test --workspace`, as in `ci`, nothing is
+    // compiled again, where `build -p lemur-cli` would build its
+    // dependencies a second time with that package's features alone.
     let mut cli = cargo();
-    cli.args(["build", "-p", "lemur-cli"]);
+    cli.args(["test", "--workspace", "--no-run"]);
     run(cli)?;
     let lemur_cli = target_dir().join("debug/lemur");
 

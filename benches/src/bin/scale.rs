@@ -477,21 +477,43 @@ fn build(
 ) -> f64 {
     eprintln!("building over {} documents", args.docs);
     let started = Instant::now();
-    let last_report = std::sync::Mutex::new((Stage::Targets, Instant::now()));
+    /// What the progress callback remembers between calls.
+    struct Report {
+        stage: Stage,
+        /// When the stage began: the previous stage's last call.
+        stage_started: Instant,
+        last_call: Instant,
+        last_printed: Instant,
+    }
+    let report = std::sync::Mutex::new(Report {
+        stage: Stage::Targets,
+        stage_started: started,
+        last_call: started,
+        last_printed: started,
+    });
     let progress = |stage: Stage, done: usize, total: usize| {
-        let mut last = last_report.lock().unwrap_or_else(|e| e.into_inner());
-        if last.0 != stage || last.1.elapsed().as_secs_f64() > 30.0 || done == total {
-            let elapsed = started.elapsed().as_secs_f64();
+        let mut report = report.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let changed = report.stage != stage;
+        if changed {
+            report.stage = stage;
+            report.stage_started = report.last_call;
+        }
+        report.last_call = now;
+        if changed || done == total || (now - report.last_printed).as_secs_f64() > 30.0 {
+            // The ETA extrapolates this stage's own pace, not the build's.
+            let in_stage = (now - report.stage_started).as_secs_f64();
             let eta = if done > 0 && done < total {
                 format!(
                     ", ETA {:.0} s",
-                    elapsed * (total - done) as f64 / done as f64
+                    in_stage * (total - done) as f64 / done as f64
                 )
             } else {
                 String::new()
             };
+            let elapsed = (now - started).as_secs_f64();
             eprintln!("  {stage:?} {done}/{total} ({elapsed:.0} s in{eta})");
-            *last = (stage, Instant::now());
+            report.last_printed = now;
         }
     };
     threads.install(|| {
