@@ -41,7 +41,8 @@ impl Default for FirstStageConfig {
     /// (the queries' directions). Measured on a trained `W` at 1M
     /// documents (docs/SCALE.md): 94% of the exact scan's top 200 and
     /// 0.983 of the exact top 10, at 5.6 ms per query on two threads
-    /// against 73.5 ms for the int8 scan. An index without a solver
+    /// (the int8 scan of all of `W`: 73.5 ms per query even in batches,
+    /// on a slower machine). An index without a solver
     /// (imported) takes `W`'s own axes, which fail on a trained `W`: give
     /// it `graph_min_docs = usize::MAX`, the exact scan.
     fn default() -> Self {
